@@ -1,0 +1,184 @@
+"""Command line of the MNIST experiment: ``python -m experiments.mnist [flags]``.
+
+Exit status: 0 on success, 2 for a usage error (argparse's message) or a data failure (one line
+on stderr), 130 when interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.mnist import input_pipeline, outputs
+from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, Config
+
+_DEFAULTS = Config()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every default is the :class:`Config` default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.mnist",
+        description=(
+            "Train the categorical (Gumbel-Softmax) VAE on MNIST and evaluate the discrete model's "
+            "negative ELBO and IWAE bound on the test set."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model and estimator")
+    model.add_argument("--latents", type=int, default=_DEFAULTS.latents)
+    model.add_argument("--categories", type=int, default=_DEFAULTS.categories)
+    model.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help=f"gradient estimator from gumbel_jax.estimators (default: {_DEFAULTS.estimator})",
+    )
+    model.add_argument("--hard", action="store_true", help="shorthand for --estimator st")
+    model.add_argument(
+        "--gumbel-rao-samples",
+        type=int,
+        default=_DEFAULTS.gumbel_rao_samples,
+        help="k of the gumbel-rao estimator",
+    )
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
+    training.add_argument(
+        "--batch-size",
+        type=int,
+        default=_DEFAULTS.batch_size,
+        help="an epoch is num_train // batch_size steps; the remainder is skipped that epoch",
+    )
+    training.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam's step")
+    training.add_argument("--temperature", type=float, default=_DEFAULTS.temperature)
+    training.add_argument("--temperature-min", type=float, default=_DEFAULTS.temperature_min)
+    training.add_argument("--anneal-rate", type=float, default=_DEFAULTS.anneal_rate)
+    training.add_argument(
+        "--anneal-every",
+        type=int,
+        default=_DEFAULTS.anneal_every,
+        help="the temperature is updated every this many global steps",
+    )
+    training.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    training.add_argument(
+        "--binarize",
+        choices=BINARIZATIONS,
+        default=_DEFAULTS.binarize,
+        help="dynamic: pixels ~ Bernoulli(intensity); none: grey levels as targets",
+    )
+    training.add_argument(
+        "--chunk-steps",
+        type=int,
+        default=_DEFAULTS.chunk_steps,
+        help="training steps per compiled scan (progress is updated between chunks)",
+    )
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument(
+        "--eval-samples",
+        type=int,
+        default=_DEFAULTS.eval_samples,
+        help="k of the importance-weighted bound computed at the end of training",
+    )
+    evaluation.add_argument("--eval-batch-size", type=int, default=_DEFAULTS.eval_batch_size)
+    io = parser.add_argument_group("data and outputs")
+    io.add_argument(
+        "--data-dir",
+        default=None,
+        help=(
+            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
+            f"variable {input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
+        ),
+    )
+    io.add_argument(
+        "--allow-unverified-data",
+        action="store_true",
+        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
+    )
+    io.add_argument("--workdir", default=_DEFAULTS.workdir, help="folder for the outputs")
+    io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's config from parsed flags (the data folder resolved from the environment).
+
+    Raises:
+      ValueError: a setting is invalid.
+    """
+    if args.hard and args.estimator not in (None, "st"):
+        raise ValueError(
+            f"--hard means --estimator st; it contradicts --estimator {args.estimator}"
+        )
+    return Config(
+        latents=args.latents,
+        categories=args.categories,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        estimator="st" if args.hard else (args.estimator or _DEFAULTS.estimator),
+        gumbel_rao_samples=args.gumbel_rao_samples,
+        temperature=args.temperature,
+        temperature_min=args.temperature_min,
+        anneal_rate=args.anneal_rate,
+        anneal_every=args.anneal_every,
+        binarize=args.binarize,
+        eval_samples=args.eval_samples,
+        eval_batch_size=args.eval_batch_size,
+        chunk_steps=args.chunk_steps,
+        seed=args.seed,
+        data_dir=input_pipeline.resolve_data_dir(args.data_dir),
+        allow_unverified_data=args.allow_unverified_data,
+        workdir=args.workdir,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the experiment; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))  # Exits with status 2 and the usage line.
+    try:
+        data = input_pipeline.load(config.data_dir, allow_unverified=config.allow_unverified_data)
+    except input_pipeline.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    # Imported here so that flag and data errors are reported before JAX starts.
+    from experiments.mnist import train
+
+    print(
+        f"MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test "
+        f"images; estimator {config.estimator}; outputs in {config.workdir}",
+        flush=True,
+    )
+    try:
+        final = train.train_and_evaluate(config, data)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the metrics of finished epochs are in "
+            f"{Path(config.workdir) / outputs.METRICS_FILE}",
+            file=sys.stderr,
+        )
+        return 130
+    workdir = Path(config.workdir)
+    print(f"Outputs in {workdir.resolve()}:")
+    for name in (
+        outputs.CONFIG_FILE,
+        outputs.METRICS_FILE,
+        outputs.RECONSTRUCTIONS_FILE,
+        outputs.SAMPLES_FILE,
+        outputs.CURVES_FILE,
+    ):
+        print(f"  {workdir / name}")
+    print(
+        f"Final: test negative ELBO {final['test/neg_elbo']:.2f} nats, IWAE bound "
+        f"{final['test/nll_iwae']:.2f} nats (k={final['iwae_samples']}), "
+        f"train loss {final['train/loss']:.2f}, temperature {final['temperature']:.3f}"
+    )
+    return 0

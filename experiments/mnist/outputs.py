@@ -1,0 +1,125 @@
+"""What a run leaves in its workdir: ``config.json``, ``metrics.jsonl`` and three PNGs.
+
+Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend change),
+so they work without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+SAMPLES_FILE = "samples.png"
+CURVES_FILE = "curves.png"
+
+
+def write_config(workdir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """Writes ``settings`` as indented JSON to ``<workdir>/config.json``; returns the path."""
+    path = Path(workdir) / CONFIG_FILE
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def append_metrics(workdir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Appends one JSON line to ``<workdir>/metrics.jsonl`` and flushes it to disk."""
+    path = Path(workdir) / METRICS_FILE
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``<workdir>/metrics.jsonl``, in order."""
+    path = Path(workdir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """Tiles ``[n, 28, 28]`` images into one ``[rows * 28, columns * 28]`` image."""
+    n, height, width = images.shape
+    rows = math.ceil(n / columns)
+    grid = np.ones((rows * height, columns * width), images.dtype)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
+    return grid
+
+
+def _save_grid(path: Path, rows: Sequence[tuple[str, np.ndarray]], columns: int, title: str):
+    """Draws each ``(label, images [n, data_dim])`` row as a grid of ``columns`` images."""
+    grid_rows = [math.ceil(len(images) / columns) for _, images in rows]
+    figure = Figure(
+        figsize=(columns * 0.7 + 0.3, sum(grid_rows) * 0.7 + 0.45 * len(rows) + 0.4),
+        layout="constrained",
+    )
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), 1, squeeze=False, height_ratios=grid_rows)[:, 0]
+    for ax, (label, images) in zip(axes, rows, strict=True):
+        side = math.isqrt(images.shape[-1])
+        ax.imshow(_image_grid(images.reshape(-1, side, side), columns), cmap="gray", vmin=0, vmax=1)
+        if label:
+            ax.set_title(label, fontsize=10, loc="left")
+        ax.set_axis_off()
+    figure.suptitle(title)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def save_reconstructions(
+    workdir: str | os.PathLike, originals: np.ndarray, reconstructions: np.ndarray
+) -> Path:
+    """Test digits ``[n, data_dim]`` in a row above their reconstructions (pixel probabilities)."""
+    return _save_grid(
+        Path(workdir) / RECONSTRUCTIONS_FILE,
+        [("test digits", np.asarray(originals)), ("reconstructions", np.asarray(reconstructions))],
+        columns=len(originals),
+        title="Test digits (top) and their reconstructions (bottom)",
+    )
+
+
+def save_samples(workdir: str | os.PathLike, samples: np.ndarray, columns: int = 10) -> Path:
+    """Pixel probabilities ``[n, data_dim]`` decoded from prior samples, as a grid."""
+    return _save_grid(
+        Path(workdir) / SAMPLES_FILE,
+        [("", np.asarray(samples))],
+        columns=columns,
+        title="Digits decoded from samples of the uniform prior",
+    )
+
+
+def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
+    """Training loss and test negative ELBO (and the IWAE bound if present) by epoch."""
+    epochs = [r["epoch"] for r in records]
+    figure = Figure(figsize=(6, 4))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.plot(epochs, [r["train/loss"] for r in records], "o-", label="train loss")
+    ax.plot(epochs, [r["test/neg_elbo"] for r in records], "s-", label="test negative ELBO")
+    iwae = [(r["epoch"], r["test/nll_iwae"]) for r in records if "test/nll_iwae" in r]
+    if iwae:
+        k = records[-1].get("iwae_samples")
+        ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("nats per example")
+    ax.set_title("Training loss and test bounds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    path = Path(workdir) / CURVES_FILE
+    figure.savefig(path, dpi=100)
+    return path

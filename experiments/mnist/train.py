@@ -1,0 +1,363 @@
+"""Training: the train state, the jitted step, epochs scanned in chunks, and the run's loop.
+
+Reproducibility: every random number derives from ``config.seed`` and the global step. The epoch
+permutation is drawn from ``fold_in(data_key, epoch)``, each step's key is
+``fold_in(state.key, state.step)`` and the temperature is ``schedule(state.step)``. A run can
+therefore stop at any chunk boundary and continue from its :class:`TrainState` alone (params,
+optimizer state, step, key) with the same numbers as if it had not stopped.
+
+Speed: the training images live on the device as uint8; an epoch is a few calls of a jitted
+``lax.scan`` over steps (``config.chunk_steps`` each, the state donated), each step gathering its
+batch, binarizing it and computing the temperature on the device. The host only sees the chunk's
+losses, to update the progress bar. Chunks have one length (plus at most one shorter remainder
+chunk per epoch when ``chunk_steps`` does not divide the steps of an epoch), so at most two
+compilations happen per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from flax.training import train_state
+
+from experiments.mnist import evaluate, input_pipeline, losses, models, outputs
+from experiments.mnist.config import Config
+from gumbel_jax import estimators, schedules
+
+
+class TrainState(train_state.TrainState):
+    """Flax's train state plus the run's training key.
+
+    ``key`` is a typed PRNG key (``jax.random.key``) that never changes: the key of step ``t`` is
+    ``fold_in(key, t)``. Together with ``params``, ``opt_state`` and ``step`` it is everything a
+    checkpoint must hold.
+    """
+
+    key: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochResult:
+    """What one epoch of :func:`fit` measured.
+
+    Attributes:
+      epoch: 1-based number of the epoch just finished.
+      step: global step after it.
+      temperature: temperature of the epoch's last step.
+      train_loss: mean training loss (relaxed or estimator-specific negative ELBO) of its steps.
+      seconds: wall time of its training steps, compilation included.
+      examples_per_second: training examples processed per second.
+    """
+
+    epoch: int
+    step: int
+    temperature: float
+    train_loss: float
+    seconds: float
+    examples_per_second: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The settings a training step depends on: the static argument of the jitted functions.
+
+    Kept apart from :class:`Config` so that settings the step does not use (epochs, workdir,
+    evaluation...) never cause a recompilation.
+    """
+
+    estimator: str
+    gumbel_rao_samples: int
+    temperature: float
+    temperature_min: float
+    anneal_rate: float
+    anneal_every: int
+    binarize: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> StepConfig:
+        """Picks the step's settings out of a run's config."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns the ``(init, data, train)`` keys of a run, all derived from ``seed``."""
+    root = jax.random.key(seed)
+    return tuple(jax.random.fold_in(root, i) for i in range(3))
+
+
+def temperature_schedule(config: Config | StepConfig) -> Callable[[jax.Array], jax.Array]:
+    """``gumbel_jax.schedules.exponential`` with the config's settings."""
+    return schedules.exponential(
+        config.temperature,
+        rate=config.anneal_rate,
+        minimum=config.temperature_min,
+        every=config.anneal_every,
+    )
+
+
+def estimator(config: Config | StepConfig) -> Callable[..., jax.Array]:
+    """The config's gradient estimator, ``fn(key, logits, temperature)``."""
+    fn = estimators.get(config.estimator)
+    if config.estimator == "gumbel-rao":
+        fn = functools.partial(fn, num_samples=config.gumbel_rao_samples)
+    return fn
+
+
+def create_train_state(config: Config, *, data_dim: int) -> TrainState:
+    """Initialises the model and Adam from ``config.seed``."""
+    init_key, _, train_key = run_keys(config.seed)
+    model = models.from_config(config, data_dim)
+    params = model.init(init_key, jnp.zeros((1, data_dim)), jax.nn.softmax)["params"]
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=optax.adam(config.learning_rate),
+        key=train_key,
+    )
+    # An int32 array rather than Python's 0, so that the first chunk compiles like the others.
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def _train_step(
+    state: TrainState, batch: jax.Array, key: jax.Array, config: StepConfig
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    temperature = temperature_schedule(config)(state.step)
+    binarize_key, sample_key = jax.random.split(key)
+    x = input_pipeline.binarize(binarize_key, batch, config.binarize)
+    sample = estimator(config)
+
+    def loss_fn(params):
+        pixel_logits, posterior_logits = state.apply_fn(
+            {"params": params}, x, lambda logits: sample(sample_key, logits, temperature)
+        )
+        return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": loss, "temperature": temperature}
+
+
+train_step = jax.jit(_train_step, static_argnames="config")
+train_step.__doc__ = """One Adam step on the negative ELBO of a batch.
+
+Args:
+  state: the train state.
+  batch: uint8 images ``[batch, 28, 28]`` (or ``[batch, data_dim]``), binarized here.
+  key: the step's key (:func:`fit` uses ``fold_in(state.key, state.step)``).
+  config: the step's static settings (:class:`StepConfig`).
+
+Returns:
+  ``(new_state, {"loss": scalar, "temperature": scalar})``; the temperature is
+  ``schedule(state.step)``, the one the step used.
+"""
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "steps", "batch_size"))
+def epoch_batch_indices(
+    data_key: jax.Array, epoch: jax.Array, *, num_examples: int, steps: int, batch_size: int
+) -> jax.Array:
+    """Shuffled example indices of an epoch, ``[steps, batch_size]``, from ``fold_in(key, epoch)``.
+
+    The ``num_examples - steps * batch_size`` examples left at the end of the permutation are not
+    used in that epoch.
+    """
+    permutation = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+    return permutation[: steps * batch_size].reshape(steps, batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "num_steps"), donate_argnums=0)
+def train_chunk(
+    state: TrainState,
+    images: jax.Array,
+    batch_indices: jax.Array,
+    first: jax.Array,
+    *,
+    config: StepConfig,
+    num_steps: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``num_steps`` training steps as one ``lax.scan``, on device-resident data.
+
+    Args:
+      state: the train state (donated: do not use it after the call).
+      images: all training images, uint8 ``[num_examples, ...]``, on the device.
+      batch_indices: the epoch's ``[steps_per_epoch, batch_size]`` indices.
+      first: index in ``batch_indices`` of the chunk's first step (traced: no recompilation).
+      config: the step's static settings.
+      num_steps: the chunk's length (static).
+
+    Returns:
+      ``(state, metrics)`` with ``metrics["loss"]`` and ``metrics["temperature"]`` of shape
+      ``[num_steps]``.
+    """
+    chunk = jax.lax.dynamic_slice_in_dim(batch_indices, first, num_steps)
+
+    def body(state, indices):
+        key = jax.random.fold_in(state.key, state.step)
+        return _train_step(state, images[indices], key, config)
+
+    return jax.lax.scan(body, state, chunk)
+
+
+def fit(
+    state: TrainState,
+    train_images: jax.Array,
+    *,
+    config: Config,
+    on_epoch_end: Callable[[TrainState, EpochResult], None] | None = None,
+) -> TrainState:
+    """Trains from ``state`` (from its global step) to the end of epoch ``config.epochs``.
+
+    Starting from a state saved at any chunk boundary continues the run exactly: the position
+    in the epoch, the permutation, the keys and the temperature all follow from ``state.step``.
+
+    Args:
+      state: where to start (a fresh :func:`create_train_state` or a restored one).
+      train_images: uint8 ``[num_examples, ...]`` training images (put on the device here).
+      config: the run's settings.
+      on_epoch_end: called after every epoch with the state and the epoch's measurements.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      ValueError: ``config.batch_size`` exceeds the number of training examples.
+    """
+    num_examples = train_images.shape[0]
+    steps = config.steps_per_epoch(num_examples)
+    if steps == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the {num_examples} training examples"
+        )
+    images = jax.device_put(train_images)
+    step_config = StepConfig.from_config(config)
+    _, data_key, _ = run_keys(config.seed)
+    for epoch in range(int(state.step) // steps, config.epochs):
+        indices = epoch_batch_indices(
+            data_key, epoch, num_examples=num_examples, steps=steps, batch_size=config.batch_size
+        )
+        position = int(state.step) - epoch * steps
+        start_step = int(state.step)
+        bar = tqdm.tqdm(
+            total=steps * config.batch_size,
+            initial=position * config.batch_size,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="ex",
+            unit_scale=True,
+            leave=False,
+            disable=None if config.progress else True,  # None: off when stderr is not a TTY.
+        )
+        started = time.perf_counter()
+        chunk_losses = []
+        pending = None  # Read a chunk's metrics only after the next chunk is dispatched.
+        while position < steps or pending is not None:
+            dispatched = None
+            if position < steps:
+                num_steps = min(config.chunk_steps, steps - position)
+                state, metrics = train_chunk(
+                    state, images, indices, position, config=step_config, num_steps=num_steps
+                )
+                position += num_steps
+                dispatched = (num_steps, metrics)
+            if pending is not None:
+                num_steps, metrics = pending
+                loss, temperature = jax.device_get((metrics["loss"], metrics["temperature"]))
+                chunk_losses.append(loss)
+                bar.update(num_steps * config.batch_size)
+                elapsed = time.perf_counter() - started
+                done = sum(len(x) for x in chunk_losses) * config.batch_size
+                bar.set_postfix(
+                    loss=f"{float(np.mean(loss)):.2f}",
+                    temperature=f"{float(temperature[-1]):.3f}",
+                    ex_per_s=f"{done / elapsed:.0f}",
+                )
+            pending = dispatched
+        seconds = time.perf_counter() - started
+        bar.close()
+        trained = (int(state.step) - start_step) * config.batch_size
+        result = EpochResult(
+            epoch=epoch + 1,
+            step=int(state.step),
+            temperature=float(temperature[-1]),
+            train_loss=float(np.mean(np.concatenate(chunk_losses))),
+            seconds=seconds,
+            examples_per_second=trained / seconds,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(state, result)
+    return state
+
+
+def train_and_evaluate(config: Config, data: input_pipeline.Mnist) -> dict[str, Any]:
+    """Trains a fresh model, evaluates it after every epoch and writes the outputs.
+
+    Writes ``config.json``, one ``metrics.jsonl`` line per epoch (the last with the IWAE bound),
+    ``reconstructions.png``, ``samples.png`` and ``curves.png`` into ``config.workdir`` (an
+    existing ``metrics.jsonl`` there is replaced).
+
+    Returns:
+      The last metrics record.
+    """
+    workdir = Path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    outputs.write_config(workdir, config.to_dict())
+    (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
+
+    test_x = evaluate.test_pixels(data.test_images, config.binarize)
+    state = create_train_state(config, data_dim=test_x.shape[-1])
+    last: dict[str, Any] = {}
+
+    def on_epoch_end(state: TrainState, result: EpochResult) -> None:
+        final = result.epoch == config.epochs
+        record = {
+            "epoch": result.epoch,
+            "step": result.step,
+            "temperature": result.temperature,
+            "train/loss": result.train_loss,
+            "seconds": result.seconds,
+            "examples_per_second": result.examples_per_second,
+            **evaluate.evaluate(
+                state.params,
+                test_x,
+                config=config,
+                num_samples=config.eval_samples if final else None,
+            ),
+        }
+        if final:
+            record["iwae_samples"] = config.eval_samples
+        outputs.append_metrics(workdir, record)
+        last.clear()
+        last.update(record)
+        line = (
+            f"epoch {result.epoch}/{config.epochs}  step {result.step}  "
+            f"temperature {result.temperature:.3f}  train/loss {result.train_loss:.2f}  "
+            f"test/neg_elbo {record['test/neg_elbo']:.2f}"
+        )
+        if final:
+            line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={config.eval_samples})"
+        print(f"{line}  {result.seconds:.1f} s ({result.examples_per_second:.0f} ex/s)", flush=True)
+
+    state = fit(state, data.train_images, config=config, on_epoch_end=on_epoch_end)
+
+    shown = test_x[:10]
+    outputs.save_reconstructions(
+        workdir,
+        np.asarray(shown),
+        np.asarray(evaluate.reconstruct(state.params, shown, config=config)),
+    )
+    outputs.save_samples(
+        workdir,
+        np.asarray(
+            evaluate.sample_prior(state.params, config=config, num=100, data_dim=test_x.shape[-1])
+        ),
+    )
+    outputs.save_curves(workdir, outputs.read_metrics(workdir))
+    return last

@@ -1,0 +1,225 @@
+"""Tests of experiments.mnist.input_pipeline and of the CLI's data failures (exit status 2)."""
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments.mnist import cli, input_pipeline
+
+LABELS = "t10k-labels-idx1-ubyte"
+
+
+def _labels_bytes(mnist_dir: Path) -> bytes:
+    return gzip.decompress((mnist_dir / f"{LABELS}.gz").read_bytes())
+
+
+def _folder(tmp_path: Path, mnist_dir: Path, *, replace_labels: bytes | None = None, drop=()):
+    """A folder linking the real files, with the test labels replaced or some files left out."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in input_pipeline.IDX_FILES:
+        if name in drop:
+            continue
+        if name == LABELS and replace_labels is not None:
+            (folder / name).write_bytes(replace_labels)
+        else:
+            (folder / f"{name}.gz").symlink_to(mnist_dir / f"{name}.gz")
+    return folder
+
+
+def _run_cli(capsys, *args: str) -> tuple[int, str]:
+    status = cli.main([*args, "--no-progress", "--workdir", "unused-workdir"])
+    return status, capsys.readouterr().err
+
+
+def _assert_one_line_error(status: int, stderr: str, *fragments: str) -> None:
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_gzipped_and_plain_idx_files_read_the_same(tmp_path, mnist_dir):
+    plain = tmp_path / LABELS
+    plain.write_bytes(_labels_bytes(mnist_dir))
+    kwargs = {"expected_magic": 0x801, "expected_sha256": input_pipeline.OFFICIAL_SHA256[LABELS]}
+    from_gz = input_pipeline.read_idx(mnist_dir / f"{LABELS}.gz", **kwargs)
+    from_plain = input_pipeline.read_idx(plain, **kwargs)
+    np.testing.assert_array_equal(from_gz, from_plain)
+    assert from_gz.shape == (10_000,) and from_gz.dtype == np.uint8
+    assert np.bincount(from_gz).tolist()[:2] == [980, 1135]  # MNIST's published test counts
+
+
+def test_official_folder_loads(mnist_dir):
+    data = input_pipeline.load_idx_folder(mnist_dir)
+    assert data.train_images.shape == (60_000, 28, 28)
+    assert data.test_images.shape == (10_000, 28, 28)
+    assert data.train_labels.shape == (60_000,)
+    np.testing.assert_allclose(data.train_images.mean() / 255, 0.1307, atol=1e-4)
+
+
+def test_missing_folder(tmp_path, capsys):
+    status, err = _run_cli(capsys, "--data-dir", str(tmp_path / "nowhere"))
+    _assert_one_line_error(
+        status, err, "nowhere", "does not exist", "--data-dir", "GUMBEL_JAX_MNIST_DIR"
+    )
+
+
+def test_missing_folder_in_a_subprocess_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.mnist", "--data-dir", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+        check=False,
+    )
+    _assert_one_line_error(result.returncode, result.stderr, "does not exist")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file(tmp_path, mnist_dir, capsys):
+    folder = _folder(tmp_path, mnist_dir, drop=(LABELS,))
+    status, err = _run_cli(capsys, "--data-dir", str(folder))
+    _assert_one_line_error(status, err, f"{LABELS} (or {LABELS}.gz) is missing")
+
+
+def test_truncated_file(tmp_path, mnist_dir, capsys):
+    folder = _folder(tmp_path, mnist_dir, replace_labels=_labels_bytes(mnist_dir)[:5000])
+    status, err = _run_cli(capsys, "--data-dir", str(folder))
+    _assert_one_line_error(status, err, LABELS, "is truncated", "5000 bytes, expected 10008")
+
+
+def test_truncated_gzip_file(tmp_path, mnist_dir, capsys):
+    cut = (mnist_dir / f"{LABELS}.gz").read_bytes()[:2000]
+    folder = _folder(tmp_path, mnist_dir, replace_labels=cut)
+    status, err = _run_cli(capsys, "--data-dir", str(folder))
+    _assert_one_line_error(status, err, LABELS, "is truncated")
+
+
+def test_wrong_magic_number(tmp_path, mnist_dir, capsys):
+    content = bytearray(_labels_bytes(mnist_dir))
+    content[:4] = (2051).to_bytes(4, "big")  # the images' magic number in a labels file
+    folder = _folder(tmp_path, mnist_dir, replace_labels=bytes(content))
+    status, err = _run_cli(capsys, "--data-dir", str(folder))
+    _assert_one_line_error(status, err, LABELS, "magic number 0x00000803, expected 0x00000801")
+
+
+def test_wrong_hash_is_refused_unless_allowed(tmp_path, mnist_dir, capsys):
+    content = bytearray(_labels_bytes(mnist_dir))
+    content[8] = (content[8] + 1) % 10  # one label changed: well-formed, but not MNIST
+    folder = _folder(tmp_path, mnist_dir, replace_labels=bytes(content))
+    status, err = _run_cli(capsys, "--data-dir", str(folder))
+    _assert_one_line_error(status, err, LABELS, "SHA-256", "--allow-unverified-data")
+    data = input_pipeline.load_idx_folder(folder, allow_unverified=True)
+    assert data.test_labels[0] == content[8]
+
+
+def test_environment_variable_is_used_and_the_flag_wins(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(input_pipeline.DATA_DIR_ENV, str(tmp_path / "from-env"))
+    status, err = _run_cli(capsys)
+    _assert_one_line_error(status, err, "from-env")
+    status, err = _run_cli(capsys, "--data-dir", str(tmp_path / "from-flag"))
+    _assert_one_line_error(status, err, "from-flag")
+    assert "from-env" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--estimator", "gumbel"],
+        ["--hard", "--estimator", "relaxed"],
+        ["--batch-size", "0"],
+        ["--binarize", "static"],
+        ["--epochs", "two"],
+    ],
+)
+def test_bad_flags_give_a_usage_error(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    assert "usage: python -m experiments.mnist" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_local_data(tmp_path, monkeypatch):
+    """No IDX folder configured; TFDS data dir empty."""
+    monkeypatch.delenv(input_pipeline.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_tfds_download_failure_says_how_to_use_a_local_folder(no_local_data, monkeypatch, capsys):
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    status, err = _run_cli(capsys)
+    _assert_one_line_error(
+        status, err, "could not download MNIST", "--data-dir DIR", "GUMBEL_JAX_MNIST_DIR=DIR"
+    )
+
+
+def test_tfds_connection_error_during_download(no_local_data, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Max retries exceeded")
+
+    monkeypatch.setattr(input_pipeline, "_check_download_host", lambda url: None)
+    monkeypatch.setattr(tfds, "data_source", refuse)
+    status, err = _run_cli(capsys)
+    _assert_one_line_error(status, err, "ConnectionError: Max retries exceeded", "--data-dir")
+
+
+def test_tfds_path_with_mock_data(no_local_data, monkeypatch):
+    monkeypatch.setattr(input_pipeline, "_check_download_host", lambda url: None)
+    with tfds.testing.mock_data(num_examples=12):
+        data = input_pipeline.load(None)
+    assert data.train_images.shape == (12, 28, 28) and data.train_images.dtype == np.uint8
+    assert data.test_images.shape == (12, 28, 28)
+    assert data.train_labels.shape == (12,)
+    assert data.source.startswith("tfds:")
+
+
+def test_tfds_cli_run_with_mock_data(no_local_data, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(input_pipeline, "_check_download_host", lambda url: None)
+    workdir = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=40):
+        status = cli.main(
+            ["--epochs", "1", "--batch-size", "20", "--latents", "2", "--categories", "3",
+             "--eval-samples", "2", "--eval-batch-size", "16", "--no-progress",
+             "--workdir", str(workdir)]
+        )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert "MNIST from tfds:" in capsys.readouterr().out
+    assert (workdir / "metrics.jsonl").is_file()
+
+
+def test_without_tensorflow_tfds_downloads_the_idx_files(no_local_data, monkeypatch, mnist_dir):
+    """TFDS cannot prepare MNIST without TensorFlow: its download manager fetches the IDX files."""
+
+    def needs_tensorflow(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    requested = {}
+
+    def download(self, urls):
+        requested.update(urls)
+        return {name: mnist_dir / f"{name}.gz" for name in urls}
+
+    monkeypatch.setattr(input_pipeline, "_check_download_host", lambda url: None)
+    monkeypatch.setattr(tfds, "data_source", needs_tensorflow)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", download)
+    data = input_pipeline.load(None)
+    assert data.train_images.shape == (60_000, 28, 28)
+    assert requested[LABELS].endswith(f"/mnist/{LABELS}.gz")
+    assert os.fspath(data.source).startswith("tfds-downloads:")

@@ -1,0 +1,137 @@
+"""Tests of experiments.mnist.train on a tiny model and synthetic images (no MNIST needed)."""
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.mnist import train
+from experiments.mnist.config import Config
+
+TINY = Config(
+    latents=3,
+    categories=4,
+    hidden=(16,),
+    batch_size=8,
+    epochs=2,
+    chunk_steps=3,
+    anneal_rate=0.05,
+    anneal_every=2,
+    estimator="st",
+    progress=False,
+)
+NUM_EXAMPLES = 44  # 5 steps of 8 per epoch; 4 examples left out each epoch.
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.asarray(
+        jax.random.randint(jax.random.key(7), (NUM_EXAMPLES, 28, 28), 0, 256), np.uint8
+    )
+
+
+def _fit(config, images, state=None):
+    results = []
+    if state is None:
+        state = train.create_train_state(config, data_dim=784)
+    state = train.fit(state, images, config=config, on_epoch_end=lambda s, r: results.append(r))
+    return state, results
+
+
+def _assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_temperature_of_each_scanned_step_is_the_schedule_of_its_global_step(images):
+    config = TINY
+    state = train.create_train_state(config, data_dim=784)
+    _, data_key, _ = train.run_keys(config.seed)
+    indices = train.epoch_batch_indices(
+        data_key, 0, num_examples=NUM_EXAMPLES, steps=5, batch_size=config.batch_size
+    )
+    schedule = train.temperature_schedule(config)
+    step_config = train.StepConfig.from_config(config)
+    state, first = train.train_chunk(state, images, indices, 0, config=step_config, num_steps=3)
+    state, second = train.train_chunk(state, images, indices, 3, config=step_config, num_steps=2)
+    temperatures = np.concatenate([first["temperature"], second["temperature"]])
+    np.testing.assert_array_equal(temperatures, np.asarray(schedule(np.arange(5))))
+    # The schedule holds for 2 steps, then decays: the values are not all equal.
+    np.testing.assert_allclose(
+        temperatures, [1, 1, np.exp(-0.1), np.exp(-0.1), np.exp(-0.2)], rtol=1e-6
+    )
+    assert int(state.step) == 5
+
+
+def test_scanned_step_equals_the_jitted_train_step(images):
+    config = TINY
+    state = train.create_train_state(config, data_dim=784)
+    _, data_key, _ = train.run_keys(config.seed)
+    indices = train.epoch_batch_indices(
+        data_key, 0, num_examples=NUM_EXAMPLES, steps=5, batch_size=config.batch_size
+    )
+    key = jax.random.fold_in(state.key, state.step)
+    step_config = train.StepConfig.from_config(config)
+    batch = images[np.asarray(indices[0])]
+    stepped, metrics = train.train_step(state, batch, key, config=step_config)
+    scanned, chunk_metrics = train.train_chunk(
+        state, images, indices, 0, config=step_config, num_steps=1
+    )
+    np.testing.assert_allclose(chunk_metrics["loss"][0], metrics["loss"], rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(stepped.params), jax.tree.leaves(scanned.params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_permutation_uses_each_example_at_most_once_and_changes_by_epoch():
+    _, data_key, _ = train.run_keys(0)
+    epochs = [
+        np.asarray(train.epoch_batch_indices(data_key, e, num_examples=44, steps=5, batch_size=8))
+        for e in (0, 1)
+    ]
+    for indices in epochs:
+        assert indices.shape == (5, 8)
+        assert len(np.unique(indices)) == 40
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_fit_trains_and_reports_each_epoch(images):
+    state, results = _fit(TINY, images)
+    assert [r.epoch for r in results] == [1, 2]
+    assert [r.step for r in results] == [5, 10]
+    assert int(state.step) == 10
+    assert all(np.isfinite(r.train_loss) and r.seconds > 0 for r in results)
+    np.testing.assert_allclose(results[-1].temperature, np.exp(-0.05 * 8), rtol=1e-6)
+
+
+def test_chunking_does_not_change_the_result_and_compiles_at_most_twice(images):
+    """Chunk boundaries are invisible: keys, permutation and temperature follow the global step."""
+    before = train.train_chunk._cache_size()
+    in_threes, _ = _fit(TINY, images)  # chunks of 3 + 2 steps per epoch
+    compiled = train.train_chunk._cache_size() - before
+    assert compiled <= 2, f"train_chunk compiled {compiled} times for one run"
+    whole, _ = _fit(Config(**{**TINY.to_dict(), "chunk_steps": 5}), images)
+    _assert_same_params(in_threes.params, whole.params)
+
+
+def test_fit_continues_a_stopped_run_exactly(images):
+    """A state saved after epoch 1 continues to the same parameters as an uninterrupted run."""
+    straight, _ = _fit(TINY, images)
+    half, _ = _fit(Config(**{**TINY.to_dict(), "epochs": 1}), images)
+    resumed, results = _fit(TINY, images, state=half)
+    assert [r.epoch for r in results] == [2]
+    _assert_same_params(straight.params, resumed.params)
+    _assert_same_params(straight.opt_state, resumed.opt_state)
+
+
+def test_fit_refuses_a_batch_larger_than_the_data(images):
+    config = Config(**{**TINY.to_dict(), "batch_size": 64})
+    with pytest.raises(ValueError, match="batch_size 64 exceeds the 44 training examples"):
+        train.fit(train.create_train_state(config, data_dim=784), images, config=config)
+
+
+@pytest.mark.parametrize("estimator", ["relaxed", "gumbel-rao", "reinmax"])
+def test_every_estimator_trains(images, estimator):
+    extra = {"temperature": 1.0, "temperature_min": 1.0} if estimator == "reinmax" else {}
+    config = Config(**{**TINY.to_dict(), "estimator": estimator, "epochs": 1, **extra})
+    state, results = _fit(config, images)
+    assert np.isfinite(results[0].train_loss)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
