@@ -1,0 +1,89 @@
+"""Benchmark: training-epoch speed against this machine's fp32 matmul peak, and sampler costs.
+
+Usage::
+
+    python -m benchmarks.train_epoch [--repeats 5] [--estimator st] [--out results/benchmark.json]
+
+Prints a table and writes the same figures as JSON. Targets (see README, Performance): a
+steady-state epoch at >= 70% of the measured matmul peak, compile time <= 3 s, and the hard
+sampler's forward+backward within 1.5x of drawing the noise plus a plain softmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import jax
+
+from benchmarks.epochs import epoch_benchmark
+from benchmarks.samplers import sampler_benchmarks
+from benchmarks.timing import matmul_peak_gflops
+from experiments.mnist.config import ESTIMATORS, Config
+
+
+def _device_description() -> str:
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", device.platform)
+    host = platform.processor() or platform.machine()
+    return f"{jax.device_count()} x {kind} ({device.platform}), host {host}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_epoch", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5, help="steady-state epochs to time")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="st")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--sampler-repeats", type=int, default=50)
+    parser.add_argument("--out", default="results/benchmark.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+
+    print(f"device: {_device_description()}; jax {jax.__version__}", flush=True)
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s", flush=True)
+
+    config = Config(estimator=args.estimator, batch_size=args.batch_size)
+    epoch = epoch_benchmark(config, repeats=args.repeats)
+    epoch["fraction_of_peak"] = epoch["gflops"] / peak["peak_gflops"]
+    print(
+        f"\ntraining epoch (batch {config.batch_size}, {config.latents}x{config.categories}, "
+        f"{config.estimator}, {epoch['gflop_per_epoch']:.0f} GFLOP per epoch)\n"
+        f"  steady-state epoch   median {epoch['steady_median_s']:.3f} s, "
+        f"min {epoch['steady_min_s']:.3f} s over {args.repeats}\n"
+        f"  compile time         {epoch['compile_s']:.2f} s (first epoch minus steady median)\n"
+        f"  examples/s           {epoch['examples_per_s']:.0f}\n"
+        f"  achieved             {epoch['gflops']:.1f} GFLOP/s = "
+        f"{100 * epoch['fraction_of_peak']:.1f}% of the measured peak\n"
+        f"  analytic bound       {epoch['gflop_per_epoch'] / peak['peak_gflops']:.3f} s per epoch",
+        flush=True,
+    )
+
+    rows = sampler_benchmarks(repeats=args.sampler_repeats)
+    baseline = {r["pass"]: r["us_median"] for r in rows if r["name"].startswith("baseline")}
+    print("\nsamplers on logits [4096, 30, 10], microseconds per call (median, min)")
+    print(f"  {'sampler':42s} {'pass':17s} {'median':>9s} {'min':>9s} {'x baseline':>10s}")
+    for row in rows:
+        row["ratio_to_baseline"] = row["us_median"] / baseline[row["pass"]]
+        print(
+            f"  {row['name']:42s} {row['pass']:17s} {row['us_median']:9.0f} {row['us_min']:9.0f}"
+            f" {row['ratio_to_baseline']:10.2f}"
+        )
+
+    result = {
+        "device": _device_description(),
+        "jax": jax.__version__,
+        "matmul_peak": peak,
+        "epoch": epoch,
+        "samplers": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
