@@ -1,0 +1,219 @@
+"""Argument validation and dtype policy shared by the public modules (private).
+
+Everything here runs at trace time on static information only (shapes, dtypes, Python numbers),
+so it never branches on traced values and costs nothing inside ``jit``. Errors name the argument,
+what was expected and what was received.
+
+The dtype policy: lower-precision floating inputs (``bfloat16``, ``float16``) are computed in
+``float32`` and the results are cast back to the input dtype; ``float32`` and ``float64`` inputs
+are computed in their own dtype.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def float_dtype(dtype: jax.typing.DTypeLike, *, name: str) -> np.dtype:
+    """Returns ``dtype`` as a NumPy dtype, raising ``TypeError`` unless it is floating."""
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must be a floating dtype (float32, bfloat16, float16, float64); got {dtype}."
+        )
+    return dtype
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype to compute in for inputs of floating ``dtype``: at least ``float32``."""
+    return np.dtype(jnp.promote_types(dtype, jnp.float32))
+
+
+def float_array(x: jax.typing.ArrayLike, *, name: str) -> tuple[jax.Array, np.dtype]:
+    """Converts ``x`` to an array in its compute dtype.
+
+    Args:
+      x: a floating array (or a Python/NumPy float value).
+      name: the argument's name, for error messages.
+
+    Returns:
+      ``(x_compute, dtype)``: ``x`` cast to its compute dtype, and the dtype to return results in.
+
+    Raises:
+      TypeError: if ``x`` has an integer, boolean or complex dtype.
+    """
+    x = jnp.asarray(x)  # float64 becomes float32 unless x64 is enabled, as everywhere in JAX
+    dtype = x.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must have a floating dtype (float32, bfloat16, float16, float64); got "
+            f"{np.dtype(dtype)}. Cast it first, e.g. `{name}.astype(jnp.float32)`."
+        )
+    dtype = np.dtype(dtype)
+    return jnp.asarray(x, compute_dtype(dtype)), dtype
+
+
+def logits_array(
+    logits: jax.typing.ArrayLike, axis: int, *, name: str = "logits"
+) -> tuple[jax.Array, np.dtype, int]:
+    """Validates logits and the category axis.
+
+    Returns:
+      ``(logits_compute, dtype, axis)``: logits in their compute dtype, the dtype to return
+      results in, and ``axis`` as a non-negative index.
+
+    Raises:
+      TypeError: if ``logits`` is not floating or ``axis`` is not an integer.
+      ValueError: if ``logits`` is a scalar or ``axis`` is out of range.
+    """
+    x, dtype = float_array(logits, name=name)
+    if x.ndim == 0:
+        raise ValueError(
+            f"`{name}` must have at least one dimension (the categories); got a scalar. "
+            f"Pass e.g. shape ``[num_categories]`` or ``[batch, num_categories]``."
+        )
+    return x, dtype, normalize_axis(axis, x.ndim, name=name)
+
+
+def normalize_axis(axis: int, ndim: int, *, name: str = "logits") -> int:
+    """Returns ``axis`` in ``[0, ndim)``, raising ``ValueError`` when out of range."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"`axis` must be an int; got {axis!r} of type {type(axis).__name__}.")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`axis` must be in [{-ndim}, {ndim}) for `{name}` with {ndim} dimension(s); "
+            f"got axis={axis}."
+        )
+    return axis % ndim
+
+
+def static_value(x: object) -> np.ndarray | None:
+    """The value of ``x`` if it is known at trace time (a Python or NumPy number), else ``None``.
+
+    JAX arrays are treated as dynamic, even outside ``jit``, so that a function behaves the same
+    with and without ``jit``.
+    """
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, numbers.Number | np.ndarray | np.generic):
+        return np.asarray(x)
+    return None
+
+
+def temperature(
+    value: jax.typing.ArrayLike,
+    dtype: np.dtype,
+    *,
+    name: str = "temperature",
+    minimum: float = 0.0,
+    hint: str = "",
+) -> jax.Array:
+    """Validates a temperature and returns it as an array of ``dtype``.
+
+    A Python or NumPy temperature must be ``> minimum`` (``>= minimum`` when ``minimum > 0``);
+    a traced temperature cannot be checked and is used as given.
+
+    Raises:
+      TypeError: if the temperature has a non-numeric or complex dtype.
+      ValueError: if a static temperature is out of range or not finite.
+    """
+    static = static_value(value)
+    if static is not None:
+        if not (
+            jnp.issubdtype(static.dtype, jnp.floating) or jnp.issubdtype(static.dtype, jnp.integer)
+        ):
+            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+        if not np.all(np.isfinite(static)):
+            raise ValueError(f"`{name}` must be finite; got {value!r}.")
+        if minimum > 0.0:
+            if np.any(static < minimum):
+                raise ValueError(f"`{name}` must be >= {minimum}; got {value!r}.{hint}")
+        elif np.any(static <= 0.0):
+            raise ValueError(
+                f"`{name}` must be > 0; got {value!r}. The softmax temperature divides the "
+                f"logits, so it must be positive (typical values are 0.1 to 10)."
+            )
+    else:
+        value_dtype = jnp.result_type(value)
+        if not (
+            jnp.issubdtype(value_dtype, jnp.floating) or jnp.issubdtype(value_dtype, jnp.integer)
+        ):
+            raise TypeError(
+                f"`{name}` must be a real number or array; got dtype {np.dtype(value_dtype)}."
+            )
+    return jnp.asarray(value, dtype)
+
+
+def positive_int(value: object, *, name: str, maximum: int | None = None, what: str = "") -> int:
+    """Returns ``value`` as an int in ``[1, maximum]``.
+
+    Raises:
+      TypeError: if ``value`` is not an integer (``bool`` is rejected).
+      ValueError: if ``value`` is out of range.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int; got {value!r}.")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a Python int (it sets an array shape, so it cannot be traced); "
+            f"got {value!r} of type {type(value).__name__}."
+        ) from None
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1; got {name}={value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {what} ({maximum}); got {name}={value}.")
+    return value
+
+
+def logits_pair(
+    a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, axis: int, *, names: tuple[str, str]
+) -> tuple[jax.Array, jax.Array, np.dtype, int]:
+    """Validates two arrays that share the category axis (e.g. a point and the logits).
+
+    The arrays are broadcast against each other (so one may carry extra batch dimensions) and
+    ``axis`` indexes the broadcast shape; both must have the full number of categories on it.
+
+    Returns:
+      ``(a, b, dtype, axis)``: both arrays broadcast and in the compute dtype, the dtype to
+      return results in (the promoted input dtype), and ``axis`` as a non-negative index.
+
+    Raises:
+      TypeError: if either array is not floating.
+      ValueError: if either is a scalar, the shapes do not broadcast, ``axis`` is out of range,
+        or the numbers of categories differ.
+    """
+    a, a_dtype = float_array(a, name=names[0])
+    b, b_dtype = float_array(b, name=names[1])
+    for x, name in ((a, names[0]), (b, names[1])):
+        if x.ndim == 0:
+            raise ValueError(
+                f"`{name}` must have at least one dimension (the categories); got a scalar."
+            )
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
+            f"broadcast against each other."
+        ) from None
+    axis = normalize_axis(axis, len(shape), name=f"{names[0]}/{names[1]}")
+    from_end = axis - len(shape)
+    sizes = [x.shape[from_end] if x.ndim >= -from_end else None for x in (a, b)]
+    if sizes[0] != sizes[1]:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must have the same number of categories on axis "
+            f"{axis}; got shapes {a.shape} and {b.shape}."
+        )
+    dtype = np.dtype(jnp.promote_types(a_dtype, b_dtype))
+    compute = compute_dtype(dtype)
+    a = jnp.broadcast_to(a, shape).astype(compute)
+    b = jnp.broadcast_to(b, shape).astype(compute)
+    return a, b, dtype, axis

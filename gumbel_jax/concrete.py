@@ -1,0 +1,263 @@
+"""The Concrete (Gumbel-Softmax) distribution and its log-space form, the ExpConcrete.
+
+A Concrete sample is ``x = softmax((logits + G) / temperature)``; an ExpConcrete sample is its
+logarithm ``y = log_softmax((logits + G) / temperature)``, which stays finite where ``x`` would
+underflow to 0 at low temperatures. This module samples the ExpConcrete, evaluates both
+log-densities, and estimates the KL divergence between two of them (the relaxed KL of Maddison et
+al., Appendix C).
+
+Densities (``n`` categories, ``log_pi = log_softmax(logits)``, ``tau`` the temperature):
+
+- Concrete, with respect to Lebesgue measure on ``x_1, ..., x_{n-1}`` of the simplex::
+
+    log p(x) = lgamma(n) + (n - 1) log(tau) + sum_k (log_pi_k - (tau + 1) log x_k)
+               - n logsumexp_k(log_pi_k - tau log x_k)
+
+- ExpConcrete (the paper's form)::
+
+    log p(y) = lgamma(n) + (n - 1) log(tau) + sum_k (log_pi_k - tau y_k)
+               - n logsumexp_k(log_pi_k - tau y_k)
+
+  This is the density with respect to Lebesgue measure on the ``n - 1`` log-ratios
+  ``y_k - y_n`` (equivalently ``dx / prod_k x_k``), which treats all categories alike; it is
+  *not* normalised with respect to ``dy_1 ... dy_{n-1}`` (that density is ``log p(y) - y_n``).
+  The two densities are related by ``log p_x(exp(y)) = log p_y(y) - sum_k y_k``. KL divergences
+  do not depend on the choice of base measure.
+
+Masked categories (``-inf`` logits) are left out: the distribution then lives on the smaller
+simplex of the ``n' < n`` unmasked categories, ``n'`` replaces ``n`` above, and the entries of
+``x`` (``y``) at masked categories are ignored (samples have 0 and ``-inf`` there).
+
+References:
+  Maddison, Mnih, Teh. The Concrete Distribution: A Continuous Relaxation of Discrete Random
+  Variables (ICLR 2017), https://arxiv.org/abs/1611.00712 (eq. 11 and Appendix C).
+  Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax (ICLR 2017),
+  https://arxiv.org/abs/1611.01144
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gumbel_jax import _checks, _ops
+from gumbel_jax.sample import gumbel
+
+__all__ = ["kl_relaxed", "log_prob", "log_prob_log", "sample_log"]
+
+
+def _sample_log(key: jax.Array, logits: jax.Array, tau: jax.Array, axis: int) -> jax.Array:
+    noise = gumbel(key, logits.shape, logits.dtype)
+    return jax.nn.log_softmax(_ops.tempered_logits(logits, noise, tau), axis=axis)
+
+
+def _exp_concrete_log_density(
+    log_y: jax.Array, logits: jax.Array, tau: jax.Array, axis: int
+) -> jax.Array:
+    """The ExpConcrete log-density, keeping ``axis`` as a dimension of size 1."""
+    masked = jnp.isneginf(logits)
+    log_pi = jnp.where(masked, 0.0, jax.nn.log_softmax(logits, axis=axis))
+    safe_log_y = jnp.where(masked, 0.0, log_y)
+    inner = log_pi - tau * safe_log_y
+    n = jnp.sum(~masked, axis=axis, keepdims=True).astype(logits.dtype)
+    return (
+        jax.lax.lgamma(n)
+        + (n - 1.0) * jnp.log(tau)
+        + jnp.sum(jnp.where(masked, 0.0, inner), axis=axis, keepdims=True)
+        - n * jax.nn.logsumexp(jnp.where(masked, -jnp.inf, inner), axis=axis, keepdims=True)
+    )
+
+
+def sample_log(
+    key: jax.Array,
+    logits: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+    *,
+    axis: int = -1,
+) -> jax.Array:
+    """Draws an ExpConcrete sample: the logarithm of a Concrete sample, computed in log space.
+
+    ``log_softmax((logits + G) / temperature)`` never underflows, so it is finite at unmasked
+    categories for temperatures down to 1e-3 (where ``gumbel_softmax`` has exact zeros).
+    ``exp`` of the result is the ``gumbel_softmax`` sample of the same key.
+
+    Args:
+      key: a PRNG key.
+      logits: ``[..., num_categories, ...]`` unnormalised log-probabilities on ``axis``;
+        ``-inf`` masks a category.
+      temperature: a positive temperature, a Python number or an array broadcastable to
+        ``logits`` (may be traced; a traced value is not checked and 0 gives ``NaN``).
+      axis: the category axis.
+
+    Returns:
+      An array of the shape and dtype of ``logits`` whose ``logsumexp`` along ``axis`` is 0
+      (``-inf`` at masked categories). In ``float16`` very negative values (below -65504, e.g.
+      at temperature 1e-3) round to ``-inf``; use ``bfloat16`` or ``float32`` there.
+
+    Raises:
+      TypeError: if ``logits`` is not floating.
+      ValueError: if ``axis`` is out of range or a Python-number ``temperature`` is ``<= 0``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> y = sample_log(jax.random.key(0), jnp.zeros(4), 0.5)
+      >>> y.shape
+      (4,)
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712, Appendix C.
+    """
+    x, dtype, axis = _checks.logits_array(logits, axis)
+    tau = _checks.temperature(temperature, x.dtype)
+    return _sample_log(key, x, tau, axis).astype(dtype)
+
+
+def log_prob_log(
+    log_y: jax.typing.ArrayLike,
+    logits: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+    *,
+    axis: int = -1,
+) -> jax.Array:
+    """Log-density of the ExpConcrete distribution at ``log_y`` (a point with logsumexp 0).
+
+    The density is with respect to Lebesgue measure on the log-ratios ``log_y_k - log_y_n``
+    (see the module docstring); it integrates to 1 over them.
+
+    Args:
+      log_y: ``[..., num_categories, ...]`` the point, e.g. from ``sample_log``; broadcast
+        against ``logits``.
+      logits: ``[..., num_categories, ...]`` the distribution's logits; ``-inf`` masks a
+        category (the value of ``log_y`` there is ignored).
+      temperature: a positive temperature, broadcastable to ``logits`` with size 1 on ``axis``.
+      axis: the category axis (of the broadcast shape of ``log_y`` and ``logits``).
+
+    Returns:
+      The log-density, of the broadcast shape of ``log_y`` and ``logits`` without ``axis``, in
+      their promoted dtype.
+
+    Raises:
+      TypeError: if an input is not floating.
+      ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
+        is out of range, or a Python-number ``temperature`` is ``<= 0``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> logits = jnp.array([0.5, -1.0, 0.0])
+      >>> y = sample_log(jax.random.key(0), logits, 0.5)
+      >>> log_prob_log(y, logits, 0.5).shape
+      ()
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712, Appendix C.
+    """
+    log_y, logits, dtype, axis = _checks.logits_pair(log_y, logits, axis, names=("log_y", "logits"))
+    tau = _checks.temperature(temperature, logits.dtype)
+    density = _exp_concrete_log_density(log_y, logits, tau, axis)
+    return jnp.squeeze(density, axis).astype(dtype)
+
+
+def log_prob(
+    y: jax.typing.ArrayLike,
+    logits: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+    *,
+    axis: int = -1,
+) -> jax.Array:
+    """Log-density of the Concrete (Gumbel-Softmax) distribution at ``y`` on the simplex.
+
+    The density is with respect to Lebesgue measure on ``y_1, ..., y_{n-1}`` (the paper's eq.
+    11); it integrates to 1 over the simplex. ``y`` must be in the open simplex (positive at
+    unmasked categories); near its boundary prefer ``log_prob_log`` of ``sample_log`` samples.
+
+    Args:
+      y: ``[..., num_categories, ...]`` a point of the simplex, e.g. from
+        ``sample.gumbel_softmax``; broadcast against ``logits``.
+      logits: ``[..., num_categories, ...]`` the distribution's logits; ``-inf`` masks a
+        category (the value of ``y`` there is ignored).
+      temperature: a positive temperature, broadcastable to ``logits`` with size 1 on ``axis``.
+      axis: the category axis (of the broadcast shape of ``y`` and ``logits``).
+
+    Returns:
+      The log-density, of the broadcast shape of ``y`` and ``logits`` without ``axis``, in their
+      promoted dtype.
+
+    Raises:
+      TypeError: if an input is not floating.
+      ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
+        is out of range, or a Python-number ``temperature`` is ``<= 0``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(log_prob(jnp.array([0.5, 0.5]), jnp.zeros(2), 1.0))  # log(1/2 * 4 / 2) = 0
+      0.0
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712, eq. 11.
+      Jang, Gu, Poole (2017), https://arxiv.org/abs/1611.01144, eq. 3.
+    """
+    y, logits, dtype, axis = _checks.logits_pair(y, logits, axis, names=("y", "logits"))
+    tau = _checks.temperature(temperature, logits.dtype)
+    masked = jnp.isneginf(logits)
+    log_y = jnp.log(jnp.where(masked, 1.0, y))
+    density = _exp_concrete_log_density(log_y, logits, tau, axis) - jnp.sum(
+        log_y, axis=axis, keepdims=True
+    )
+    return jnp.squeeze(density, axis).astype(dtype)
+
+
+def kl_relaxed(
+    key: jax.Array,
+    logits_q: jax.typing.ArrayLike,
+    temperature_q: jax.typing.ArrayLike,
+    logits_p: jax.typing.ArrayLike,
+    temperature_p: jax.typing.ArrayLike,
+    *,
+    axis: int = -1,
+) -> jax.Array:
+    """Single-sample Monte Carlo estimate of KL(q || p) between two Concrete distributions.
+
+    Draws ``y ~ ExpConcrete(logits_q, temperature_q)`` (reparameterised, so gradients flow to
+    ``logits_q``) and returns ``log q(y) - log p(y)`` in log space. The KL between two Concretes
+    equals the KL between their ExpConcretes, since both are mapped by the same bijection. Its
+    expectation over keys is the KL; for the same parameters it is exactly 0.
+
+    Args:
+      key: a PRNG key.
+      logits_q: ``[..., num_categories, ...]`` logits of q (e.g. the encoder's output).
+      temperature_q: q's positive temperature.
+      logits_p: logits of p (e.g. a uniform prior ``jnp.zeros(num_categories)``), broadcast
+        against ``logits_q``. Mask the same categories in both (a category masked only in q
+        gives ``NaN``).
+      temperature_p: p's positive temperature.
+      axis: the category axis (of the broadcast shape of the logits).
+
+    Returns:
+      The estimate, of the broadcast shape of the logits without ``axis``, in their promoted
+      dtype.
+
+    Raises:
+      TypeError: if the logits are not floating.
+      ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
+        is out of range, or a Python-number temperature is ``<= 0``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> logits_q = jnp.array([[2.0, 0.0, -1.0]])
+      >>> kl = kl_relaxed(jax.random.key(0), logits_q, 0.5, jnp.zeros(3), 0.5)
+      >>> kl.shape
+      (1,)
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712, Appendix C.
+    """
+    logits_q, logits_p, dtype, axis = _checks.logits_pair(
+        logits_q, logits_p, axis, names=("logits_q", "logits_p")
+    )
+    tau_q = _checks.temperature(temperature_q, logits_q.dtype, name="temperature_q")
+    tau_p = _checks.temperature(temperature_p, logits_q.dtype, name="temperature_p")
+    log_y = _sample_log(key, logits_q, tau_q, axis)
+    kl = _exp_concrete_log_density(log_y, logits_q, tau_q, axis) - _exp_concrete_log_density(
+        log_y, logits_p, tau_p, axis
+    )
+    return jnp.squeeze(kl, axis).astype(dtype)
