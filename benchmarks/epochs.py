@@ -11,12 +11,22 @@ from __future__ import annotations
 import itertools
 import statistics
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.timing import time_call
 from experiments.mnist import train
 from experiments.mnist.config import Config
 
 NUM_TRAIN = 60_000
+
+
+def layer_shapes(config: Config, data_dim: int = 784) -> list[tuple[int, int]]:
+    """``(inputs, outputs)`` of the model's six dense layers, encoder then decoder."""
+    encoder = (data_dim, *config.hidden, config.latents * config.categories)
+    decoder = (config.latents * config.categories, *reversed(config.hidden), data_dim)
+    return [*itertools.pairwise(encoder), *itertools.pairwise(decoder)]
 
 
 def flops_per_example(config: Config, data_dim: int = 784) -> float:
@@ -24,11 +34,42 @@ def flops_per_example(config: Config, data_dim: int = 784) -> float:
 
     For the default model (784-512-256-300-256-512-784) that is 3 x 2 x 1.22M = 7.3 MFLOP.
     """
-    encoder = (data_dim, *config.hidden, config.latents * config.categories)
-    decoder = (config.latents * config.categories, *reversed(config.hidden), data_dim)
-    pairs = [*itertools.pairwise(encoder), *itertools.pairwise(decoder)]
-    multiply_adds = sum(a * b for a, b in pairs)
-    return 3 * 2 * multiply_adds
+    return 3 * 2 * sum(a * b for a, b in layer_shapes(config, data_dim))
+
+
+def matmul_floor_benchmark(config: Config, *, repeats: int = 3) -> dict:
+    """Times an epoch of nothing but the model's matrix products: a practical floor.
+
+    The same six layer shapes at the same batch size, forward and backward, with a plain SGD
+    update and no bias, sampling, binarization, loss or Adam: the time XLA needs for the
+    epoch's matmuls alone at this batch size, which no implementation of the model can beat by
+    much on this machine.
+
+    Returns:
+      ``{"epoch_s", "gflops"}`` for a 60,000-example epoch (the min over ``repeats``).
+    """
+    steps = config.steps_per_epoch(NUM_TRAIN)
+    keys = jax.random.split(jax.random.key(0), len(layer_shapes(config)))
+    shapes = layer_shapes(config)
+    weights = [0.01 * jax.random.normal(k, s) for k, s in zip(keys, shapes, strict=True)]
+    inputs = jax.random.normal(jax.random.key(1), (steps, config.batch_size, 784))
+
+    def loss(weights, x):
+        for w in weights:
+            x = jnp.tanh(x @ w)
+        return jnp.sum(x)
+
+    @jax.jit
+    def epoch(weights, inputs):
+        def step(weights, x):
+            grads = jax.grad(loss)(weights, x)
+            return [w - 1e-3 * g for w, g in zip(weights, grads, strict=True)], None
+
+        return jax.lax.scan(step, weights, inputs)[0]
+
+    seconds = time_call(epoch, weights, inputs, repeats=repeats)["min_s"]
+    gflop = flops_per_example(config) * steps * config.batch_size / 1e9
+    return {"epoch_s": seconds, "gflops": gflop / seconds}
 
 
 def epoch_benchmark(config: Config, *, repeats: int = 5) -> dict:
