@@ -1,7 +1,10 @@
 """Command line of the MNIST experiment: ``python -m experiments.mnist [flags]``.
 
-Exit status: 0 on success, 2 for a usage error (argparse's message) or a data failure (one line
-on stderr), 130 when interrupted with Ctrl-C.
+Rerunning a command with the same ``--workdir`` resumes from its newest checkpoint.
+
+Exit status: 0 on success; 2 for a usage error (argparse's message), a data failure or
+checkpoints that cannot be resumed (one line on stderr); 130 after Ctrl-C (SIGINT) and 143 after
+SIGTERM, with a checkpoint saved at the end of the current chunk.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.mnist import input_pipeline, outputs
+import jax
+
+from experiments.mnist import input_pipeline, outputs, parallel
 from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, Config
 
 _DEFAULTS = Config()
@@ -98,6 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io.add_argument("--workdir", default=_DEFAULTS.workdir, help="folder for the outputs")
     io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    hosts = parser.add_argument_group(
+        "several hosts (JAX multi-controller: run the same command on every host)"
+    )
+    hosts.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() before training (not needed on one host)",
+    )
+    hosts.add_argument(
+        "--coordinator-address",
+        default=None,
+        help=f"HOST:PORT of process 0 (default: ${parallel.COORDINATOR_ADDRESS_ENV}, or detected "
+        "on Slurm, Open MPI and Cloud TPU)",
+    )
+    hosts.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        help=f"number of processes (default: ${parallel.NUM_PROCESSES_ENV}, or detected)",
+    )
+    hosts.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        help=f"this process's index, 0..N-1 (default: ${parallel.PROCESS_ID_ENV}, or detected)",
+    )
     return parser
 
 
@@ -143,29 +174,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))  # Exits with status 2 and the usage line.
+    hosts = (args.coordinator_address, args.num_processes, args.process_id)
+    if not args.distributed and any(value is not None for value in hosts):
+        parser.error("--coordinator-address, --num-processes and --process-id need --distributed")
+    if args.distributed:
+        try:
+            parallel.initialize_distributed(
+                coordinator_address=args.coordinator_address,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         data = input_pipeline.load(config.data_dir, allow_unverified=config.allow_unverified_data)
     except input_pipeline.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    # Imported here so that flag and data errors are reported before JAX starts.
-    from experiments.mnist import train
-
-    print(
-        f"MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test "
-        f"images; estimator {config.estimator}; outputs in {config.workdir}",
-        flush=True,
-    )
     try:
-        final = train.train_and_evaluate(config, data)
+        parallel.check_batch_size(config.batch_size, mesh := parallel.make_mesh())
+    except ValueError as error:
+        parser.error(str(error))
+    main_process = parallel.is_main_process()
+
+    # Imported here so that flag and data errors are reported before the model is built.
+    from experiments.mnist import checkpoints, train
+
+    if main_process:
+        print(
+            f"MNIST from {data.source}: {len(data.train_images)} train, "
+            f"{len(data.test_images)} test images; estimator {config.estimator}; "
+            f"{mesh.size} device(s) ({mesh.devices.flat[0].platform}) in "
+            f"{jax.process_count()} process(es); outputs in {config.workdir}",
+            flush=True,
+        )
+    try:
+        final = train.train_and_evaluate(config, data, mesh=mesh)
+    except checkpoints.CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except train.Interrupted as interruption:
+        if main_process:
+            print(interruption, file=sys.stderr)
+        return interruption.exit_status
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: the metrics of finished epochs are in "
-            f"{Path(config.workdir) / outputs.METRICS_FILE}",
+            "\ninterrupted at once: the checkpoints of finished epochs are in "
+            f"{Path(config.workdir) / checkpoints.CHECKPOINT_DIR}; rerun the same command to "
+            "resume",
             file=sys.stderr,
         )
         return 130
+    if not main_process:
+        return 0
     workdir = Path(config.workdir)
     print(f"Outputs in {workdir.resolve()}:")
     for name in (
@@ -174,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs.RECONSTRUCTIONS_FILE,
         outputs.SAMPLES_FILE,
         outputs.CURVES_FILE,
+        checkpoints.CHECKPOINT_DIR,
     ):
         print(f"  {workdir / name}")
     print(

@@ -15,6 +15,23 @@ from gumbel_jax.estimators import NAMES as ESTIMATORS
 
 BINARIZATIONS = ("dynamic", "none")
 
+# Settings a resumed run may change: they do not change what is trained or how (``epochs`` only
+# moves the end; chunking, evaluation and outputs do not touch the training numbers; the data
+# folder may move, the data itself is checked by its fingerprint). Every other setting defines the
+# model, the data or the estimator, and a resumed run must keep it.
+MAY_CHANGE_ON_RESUME = frozenset(
+    {
+        "epochs",
+        "chunk_steps",
+        "eval_samples",
+        "eval_batch_size",
+        "data_dir",
+        "allow_unverified_data",
+        "workdir",
+        "progress",
+    }
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -142,6 +159,23 @@ class Config:
     def from_json(cls, text: str) -> Config:
         """Builds a config from the JSON text :meth:`to_json` writes."""
         return cls.from_dict(json.loads(text))
+
+    def fixed_on_resume_differences(self, saved: dict[str, Any]) -> list[str]:
+        """The settings outside ``MAY_CHANGE_ON_RESUME`` where ``saved`` differs from this config.
+
+        Args:
+          saved: the settings of the checkpointed run (:meth:`to_dict` of its config).
+
+        Returns:
+          ``"name: saved -> now"`` for each differing setting, in field order (empty when the run
+          may resume).
+        """
+        now = self.to_dict()
+        return [
+            f"{name}: {saved.get(name)!r} -> {now[name]!r}"
+            for name in now
+            if name not in MAY_CHANGE_ON_RESUME and saved.get(name) != now[name]
+        ]
 
     def steps_per_epoch(self, num_train: int) -> int:
         """Full batches in one epoch over ``num_train`` examples (the remainder is dropped)."""

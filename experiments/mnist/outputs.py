@@ -1,5 +1,7 @@
 """What a run leaves in its workdir: ``config.json``, ``metrics.jsonl`` and three PNGs.
 
+In a multi-host run only process 0 calls these (see ``train.train_and_evaluate``).
+
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend change),
 so they work without a display.
 """
@@ -39,6 +41,31 @@ def append_metrics(workdir: str | os.PathLike, record: dict[str, Any]) -> Path:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    return path
+
+
+def truncate_metrics(workdir: str | os.PathLike, epochs: int) -> Path:
+    """Keeps the ``metrics.jsonl`` lines of epochs ``1..epochs``, for a run resumed after them.
+
+    Lines of later epochs (trained again by the resumed run) are dropped, and so is a line cut
+    short by a killed process. The file is replaced atomically; a missing file becomes empty.
+    """
+    path = Path(workdir) / METRICS_FILE
+    kept = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("epoch", epochs + 1) <= epochs:
+                kept.append(line + "\n")
+    partial = path.with_name(path.name + ".tmp")
+    with partial.open("w") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
     return path
 
 

@@ -12,14 +12,23 @@ batch, binarizing it and computing the temperature on the device. The host only 
 losses, to update the progress bar. Chunks have one length (plus at most one shorter remainder
 chunk per epoch when ``chunk_steps`` does not divide the steps of an epoch), so at most two
 compilations happen per run.
+
+Devices and interruptions: :func:`fit` is data parallel over a mesh of all devices
+(:mod:`experiments.mnist.parallel`); :func:`train_and_evaluate` resumes from and saves Orbax
+checkpoints (:mod:`experiments.mnist.checkpoints`) and turns SIGINT/SIGTERM into a stop at the
+next chunk boundary with a checkpoint (:func:`stop_on_signals`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,15 @@ import optax
 import tqdm
 from flax.training import train_state
 
-from experiments.mnist import evaluate, input_pipeline, losses, models, outputs
+from experiments.mnist import (
+    checkpoints,
+    evaluate,
+    input_pipeline,
+    losses,
+    models,
+    outputs,
+    parallel,
+)
 from experiments.mnist.config import Config
 from gumbel_jax import estimators, schedules
 
@@ -65,6 +82,19 @@ class EpochResult:
     train_loss: float
     seconds: float
     examples_per_second: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PartialEpoch:
+    """The part of an epoch trained before a stop, so that the resumed epoch reports all of it.
+
+    Attributes:
+      losses: training loss of each step done, in order.
+      seconds: wall time of those steps.
+    """
+
+    losses: tuple[float, ...] = ()
+    seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +204,9 @@ def epoch_batch_indices(
     return permutation[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_steps"), donate_argnums=0)
+@functools.partial(
+    jax.jit, static_argnames=("config", "num_steps", "batch_sharding"), donate_argnums=0
+)
 def train_chunk(
     state: TrainState,
     images: jax.Array,
@@ -183,6 +215,7 @@ def train_chunk(
     *,
     config: StepConfig,
     num_steps: int,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """``num_steps`` training steps as one ``lax.scan``, on device-resident data.
 
@@ -193,6 +226,9 @@ def train_chunk(
       first: index in ``batch_indices`` of the chunk's first step (traced: no recompilation).
       config: the step's static settings.
       num_steps: the chunk's length (static).
+      batch_sharding: where each step's batch lives (static): with
+        :func:`parallel.batch_sharding`, every device gathers and trains on its share of the
+        batch and XLA averages the gradients over devices; ``None`` leaves it to XLA.
 
     Returns:
       ``(state, metrics)`` with ``metrics["loss"]`` and ``metrics["temperature"]`` of shape
@@ -202,34 +238,54 @@ def train_chunk(
 
     def body(state, indices):
         key = jax.random.fold_in(state.key, state.step)
-        return _train_step(state, images[indices], key, config)
+        batch = images[indices]
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return _train_step(state, batch, key, config)
 
     return jax.lax.scan(body, state, chunk)
 
 
 def fit(
     state: TrainState,
-    train_images: jax.Array,
+    train_images: np.ndarray,
     *,
     config: Config,
+    mesh: jax.sharding.Mesh | None = None,
     on_epoch_end: Callable[[TrainState, EpochResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_stop: Callable[[TrainState, PartialEpoch], None] | None = None,
+    partial_epoch: PartialEpoch | None = None,
 ) -> TrainState:
     """Trains from ``state`` (from its global step) to the end of epoch ``config.epochs``.
 
     Starting from a state saved at any chunk boundary continues the run exactly: the position
     in the epoch, the permutation, the keys and the temperature all follow from ``state.step``.
 
+    Data parallel over ``mesh``: the state and the images are replicated on its devices, each
+    step's batch is split over them (every process feeds the shards of its own devices), and the
+    gradients are averaged by XLA.
+
     Args:
       state: where to start (a fresh :func:`create_train_state` or a restored one).
-      train_images: uint8 ``[num_examples, ...]`` training images (put on the device here).
+      train_images: uint8 ``[num_examples, ...]`` training images, the same on every process
+        (put on the devices here).
       config: the run's settings.
+      mesh: the devices to train on (default: :func:`parallel.make_mesh`, all of them).
       on_epoch_end: called after every epoch with the state and the epoch's measurements.
+      should_stop: polled before each chunk; when it returns true (on any process), training
+        stops at that chunk boundary.
+      on_stop: called when ``should_stop`` stopped training, with the state and the part of the
+        epoch in progress that was trained.
+      partial_epoch: the part of the current epoch trained before ``state`` was saved (from a
+        checkpoint), so that the epoch's loss and seconds cover all of its steps.
 
     Returns:
-      The final train state.
+      The final train state (at the stop, if one was requested).
 
     Raises:
-      ValueError: ``config.batch_size`` exceeds the number of training examples.
+      ValueError: ``config.batch_size`` exceeds the number of training examples or does not
+        split evenly over the mesh's devices.
     """
     num_examples = train_images.shape[0]
     steps = config.steps_per_epoch(num_examples)
@@ -237,15 +293,31 @@ def fit(
         raise ValueError(
             f"batch_size {config.batch_size} exceeds the {num_examples} training examples"
         )
-    images = jax.device_put(train_images)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(config.batch_size, mesh)
+    images = parallel.replicate(train_images, mesh)
+    state = parallel.replicate(state, mesh)
+    batch_sharding = parallel.batch_sharding(mesh)
     step_config = StepConfig.from_config(config)
     _, data_key, _ = run_keys(config.seed)
+    stopping = False
     for epoch in range(int(state.step) // steps, config.epochs):
-        indices = epoch_batch_indices(
-            data_key, epoch, num_examples=num_examples, steps=steps, batch_size=config.batch_size
+        indices = parallel.shard_batches(
+            np.asarray(
+                epoch_batch_indices(
+                    data_key,
+                    epoch,
+                    num_examples=num_examples,
+                    steps=steps,
+                    batch_size=config.batch_size,
+                )
+            ),
+            mesh,
+            axis=1,
         )
         position = int(state.step) - epoch * steps
-        start_step = int(state.step)
+        resumed = partial_epoch if position > 0 and partial_epoch else PartialEpoch()
+        partial_epoch = None
         bar = tqdm.tqdm(
             total=steps * config.batch_size,
             initial=position * config.batch_size,
@@ -253,17 +325,28 @@ def fit(
             unit="ex",
             unit_scale=True,
             leave=False,
-            disable=None if config.progress else True,  # None: off when stderr is not a TTY.
+            # None: off when stderr is not a TTY; only process 0 shows progress.
+            disable=None if config.progress and parallel.is_main_process() else True,
         )
         started = time.perf_counter()
-        chunk_losses = []
+        chunk_losses = [np.asarray(resumed.losses, np.float32)]
+        temperature = None
+        trained = 0
         pending = None  # Read a chunk's metrics only after the next chunk is dispatched.
-        while position < steps or pending is not None:
+        while (position < steps and not stopping) or pending is not None:
             dispatched = None
-            if position < steps:
+            if position < steps and not stopping:
+                stopping = should_stop is not None and parallel.any_process(should_stop())
+            if position < steps and not stopping:
                 num_steps = min(config.chunk_steps, steps - position)
                 state, metrics = train_chunk(
-                    state, images, indices, position, config=step_config, num_steps=num_steps
+                    state,
+                    images,
+                    indices,
+                    position,
+                    config=step_config,
+                    num_steps=num_steps,
+                    batch_sharding=batch_sharding,
                 )
                 position += num_steps
                 dispatched = (num_steps, metrics)
@@ -271,24 +354,33 @@ def fit(
                 num_steps, metrics = pending
                 loss, temperature = jax.device_get((metrics["loss"], metrics["temperature"]))
                 chunk_losses.append(loss)
+                trained += num_steps * config.batch_size
                 bar.update(num_steps * config.batch_size)
-                elapsed = time.perf_counter() - started
-                done = sum(len(x) for x in chunk_losses) * config.batch_size
                 bar.set_postfix(
                     loss=f"{float(np.mean(loss)):.2f}",
                     temperature=f"{float(temperature[-1]):.3f}",
-                    ex_per_s=f"{done / elapsed:.0f}",
+                    ex_per_s=f"{trained / (time.perf_counter() - started):.0f}",
                 )
             pending = dispatched
         seconds = time.perf_counter() - started
         bar.close()
-        trained = (int(state.step) - start_step) * config.batch_size
+        losses_so_far = np.concatenate(chunk_losses)
+        if stopping:
+            if on_stop is not None:
+                on_stop(
+                    state,
+                    PartialEpoch(
+                        losses=tuple(float(x) for x in losses_so_far),
+                        seconds=resumed.seconds + seconds,
+                    ),
+                )
+            return state
         result = EpochResult(
             epoch=epoch + 1,
             step=int(state.step),
             temperature=float(temperature[-1]),
-            train_loss=float(np.mean(np.concatenate(chunk_losses))),
-            seconds=seconds,
+            train_loss=float(np.mean(losses_so_far)),
+            seconds=resumed.seconds + seconds,
             examples_per_second=trained / seconds,
         )
         if on_epoch_end is not None:
@@ -296,68 +388,209 @@ def fit(
     return state
 
 
-def train_and_evaluate(config: Config, data: input_pipeline.Mnist) -> dict[str, Any]:
-    """Trains a fresh model, evaluates it after every epoch and writes the outputs.
+class Interrupted(Exception):
+    """Training stopped at SIGINT or SIGTERM, after saving a checkpoint.
+
+    Attributes:
+      signum: the signal received.
+      step: global step of the checkpoint.
+      directory: the checkpoints' folder.
+      exit_status: ``128 + signum`` (130 for Ctrl-C, 143 for SIGTERM), the shell's convention.
+    """
+
+    def __init__(self, signum: int, *, step: int, directory: Path):
+        self.signum = signum
+        self.step = step
+        self.directory = directory
+        self.exit_status = 128 + signum
+        super().__init__(
+            f"interrupted by {signal.Signals(signum).name}: saved a checkpoint at step {step} in "
+            f"{directory}; rerun the same command to resume"
+        )
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], int | None]]:
+    """Turns SIGINT and SIGTERM into a request to stop at the next chunk boundary.
+
+    Yields a function that returns the signal received so far, or ``None``. A second signal
+    raises ``KeyboardInterrupt`` at once (the checkpoints already on disk stay valid). Outside
+    the main thread, where Python cannot install handlers, nothing is installed.
+    """
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        if parallel.is_main_process():
+            print(
+                f"\n{signal.Signals(signum).name} received: stopping after the current chunk to "
+                "save a checkpoint (send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    stopping_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, handler) for s in stopping_signals}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def train_and_evaluate(
+    config: Config, data: input_pipeline.Mnist, *, mesh: jax.sharding.Mesh | None = None
+) -> dict[str, Any]:
+    """Trains (or resumes) the model, evaluates it after every epoch and writes the outputs.
 
     Writes ``config.json``, one ``metrics.jsonl`` line per epoch (the last with the IWAE bound),
-    ``reconstructions.png``, ``samples.png`` and ``curves.png`` into ``config.workdir`` (an
-    existing ``metrics.jsonl`` there is replaced).
+    ``reconstructions.png``, ``samples.png`` and ``curves.png`` into ``config.workdir`` (on
+    process 0 only), and an Orbax checkpoint at the end of every epoch into
+    ``<workdir>/checkpoints`` (the last :data:`checkpoints.KEEP` kept).
+
+    If the workdir holds checkpoints, the run resumes from the newest one that restores (after
+    checking that the model, data and estimator settings are the saved ones) and ends exactly
+    as an uninterrupted run would; the ``metrics.jsonl`` lines of the epochs after that
+    checkpoint are dropped. Otherwise an existing ``metrics.jsonl`` is replaced.
+
+    SIGINT and SIGTERM stop training at the next chunk boundary, save a checkpoint there and
+    raise :class:`Interrupted`.
+
+    Args:
+      config: the run's settings.
+      data: the data set (the same on every process).
+      mesh: the devices to train on (default: all devices, :func:`parallel.make_mesh`).
 
     Returns:
       The last metrics record.
+
+    Raises:
+      checkpoints.CheckpointError: the workdir's checkpoints cannot be resumed with ``config``.
+      Interrupted: training was stopped by a signal (a checkpoint was saved).
+      ValueError: the batch size does not fit the data or the devices.
     """
     workdir = Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    outputs.write_config(workdir, config.to_dict())
-    (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
-
-    test_x = evaluate.test_pixels(data.test_images, config.binarize)
-    state = create_train_state(config, data_dim=test_x.shape[-1])
+    main = parallel.is_main_process()
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(config.batch_size, mesh)
+    steps = config.steps_per_epoch(len(data.train_images))
+    test_x = parallel.replicate(evaluate.test_pixels(data.test_images, config.binarize), mesh)
+    state = parallel.replicate(create_train_state(config, data_dim=test_x.shape[-1]), mesh)
+    run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
     last: dict[str, Any] = {}
 
-    def on_epoch_end(state: TrainState, result: EpochResult) -> None:
-        final = result.epoch == config.epochs
-        record = {
-            "epoch": result.epoch,
-            "step": result.step,
-            "temperature": result.temperature,
-            "train/loss": result.train_loss,
-            "seconds": result.seconds,
-            "examples_per_second": result.examples_per_second,
-            **evaluate.evaluate(
-                state.params,
-                test_x,
+    with checkpoints.RunCheckpoints(workdir) as saved:
+        restored = saved.restore_latest(
+            state,
+            check=functools.partial(
+                checkpoints.check_resumable,
                 config=config,
-                num_samples=config.eval_samples if final else None,
+                fingerprint=run_info["data"],
+                directory=saved.directory,
             ),
-        }
-        if final:
-            record["iwae_samples"] = config.eval_samples
-        outputs.append_metrics(workdir, record)
-        last.clear()
-        last.update(record)
-        line = (
-            f"epoch {result.epoch}/{config.epochs}  step {result.step}  "
-            f"temperature {result.temperature:.3f}  train/loss {result.train_loss:.2f}  "
-            f"test/neg_elbo {record['test/neg_elbo']:.2f}"
         )
-        if final:
-            line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={config.eval_samples})"
-        print(f"{line}  {result.seconds:.1f} s ({result.examples_per_second:.0f} ex/s)", flush=True)
+        partial_epoch = None
+        if restored is not None:
+            state = restored.state
+            if restored.meta.get("partial_epoch"):
+                partial_epoch = PartialEpoch(
+                    losses=tuple(restored.meta["partial_epoch"]["losses"]),
+                    seconds=restored.meta["partial_epoch"]["seconds"],
+                )
+            if main:
+                into = restored.step - restored.epoch * steps
+                where = f", {into}/{steps} steps into epoch {restored.epoch + 1}" if into else ""
+                print(
+                    f"Resuming from the checkpoint at step {restored.step} (epoch "
+                    f"{restored.epoch}{where}) in {saved.directory}",
+                    flush=True,
+                )
+                outputs.truncate_metrics(workdir, restored.epoch)
+        elif main:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
+        if main:
+            outputs.write_config(workdir, config.to_dict())
 
-    state = fit(state, data.train_images, config=config, on_epoch_end=on_epoch_end)
+        def on_epoch_end(state: TrainState, result: EpochResult) -> None:
+            final = result.epoch == config.epochs
+            record = {
+                "epoch": result.epoch,
+                "step": result.step,
+                "temperature": result.temperature,
+                "train/loss": result.train_loss,
+                "seconds": result.seconds,
+                "examples_per_second": result.examples_per_second,
+                **evaluate.evaluate(
+                    state.params,
+                    test_x,
+                    config=config,
+                    num_samples=config.eval_samples if final else None,
+                ),
+            }
+            if final:
+                record["iwae_samples"] = config.eval_samples
+            # The metrics line first: a run killed before the checkpoint is complete redoes
+            # the epoch and replaces the line.
+            if main:
+                outputs.append_metrics(workdir, record)
+            saved.save(state, epoch=result.epoch, meta={**run_info, "partial_epoch": None})
+            last.clear()
+            last.update(record)
+            line = (
+                f"epoch {result.epoch}/{config.epochs}  step {result.step}  "
+                f"temperature {result.temperature:.3f}  train/loss {result.train_loss:.2f}  "
+                f"test/neg_elbo {record['test/neg_elbo']:.2f}"
+            )
+            if final:
+                line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={config.eval_samples})"
+            if main:
+                print(
+                    f"{line}  {result.seconds:.1f} s ({result.examples_per_second:.0f} ex/s)",
+                    flush=True,
+                )
 
+        with stop_on_signals() as received_signal:
+
+            def on_stop(state: TrainState, partial: PartialEpoch) -> None:
+                saved.save(
+                    state,
+                    epoch=int(state.step) // steps,
+                    meta={**run_info, "partial_epoch": dataclasses.asdict(partial)},
+                )
+                saved.wait_until_finished()
+                raise Interrupted(
+                    received_signal() or signal.SIGINT,
+                    step=int(state.step),
+                    directory=saved.directory,
+                )
+
+            state = fit(
+                state,
+                data.train_images,
+                config=config,
+                mesh=mesh,
+                on_epoch_end=on_epoch_end,
+                should_stop=lambda: received_signal() is not None,
+                on_stop=on_stop,
+                partial_epoch=partial_epoch,
+            )
+        saved.save(state, epoch=int(state.step) // steps, meta={**run_info, "partial_epoch": None})
+
+    if not last and main:
+        print(f"The run in {workdir} had already finished epoch {config.epochs}: nothing to train")
+        last.update(outputs.read_metrics(workdir)[-1])
     shown = test_x[:10]
-    outputs.save_reconstructions(
-        workdir,
-        np.asarray(shown),
-        np.asarray(evaluate.reconstruct(state.params, shown, config=config)),
+    reconstructions = np.asarray(evaluate.reconstruct(state.params, shown, config=config))
+    samples = np.asarray(
+        evaluate.sample_prior(state.params, config=config, num=100, data_dim=test_x.shape[-1])
     )
-    outputs.save_samples(
-        workdir,
-        np.asarray(
-            evaluate.sample_prior(state.params, config=config, num=100, data_dim=test_x.shape[-1])
-        ),
-    )
-    outputs.save_curves(workdir, outputs.read_metrics(workdir))
+    if main:
+        outputs.save_reconstructions(workdir, np.asarray(shown), reconstructions)
+        outputs.save_samples(workdir, samples)
+        outputs.save_curves(workdir, outputs.read_metrics(workdir))
     return last

@@ -1,0 +1,281 @@
+"""Orbax checkpoints of a training run: what they hold, saving them, and resuming from the newest.
+
+A checkpoint (``<workdir>/checkpoints/<step>/``, one Orbax ``CheckpointManager`` step) holds two
+items:
+
+- ``state``: the arrays needed to continue exactly: ``params``, ``opt_state``, ``step`` and the
+  training PRNG key as key data (``jax.random.key_data``; restored with ``wrap_key_data``);
+- ``meta`` (JSON): the finished ``epoch``, the ``step``, the run's ``config``, a ``data``
+  fingerprint of the training images, and ``partial_epoch`` (the step losses and seconds of an
+  epoch stopped part way, so that its metrics line covers all of its steps after the resume).
+
+The manager keeps the last :data:`KEEP` steps. Orbax writes each step into a temporary folder
+and renames it when complete, so a process killed during a save leaves no half-written step
+(the temporary folder is removed when the next run opens the manager). Restoring tries the
+newest step first and falls back to older ones, with a warning, when files were corrupted or
+deleted by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from experiments.mnist.config import Config
+
+CHECKPOINT_DIR = "checkpoints"
+KEEP = 3
+
+
+class CheckpointError(Exception):
+    """A run cannot resume from its workdir's checkpoints. The message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A checkpoint read back.
+
+    Attributes:
+      state: the train state, with the arrays of the checkpoint.
+      step: its global step.
+      epoch: epochs finished at that step.
+      meta: the JSON item (``epoch``, ``step``, ``config``, ``data``, ``partial_epoch``).
+    """
+
+    state: Any
+    step: int
+    epoch: int
+    meta: dict[str, Any]
+
+
+def data_fingerprint(images: np.ndarray) -> str:
+    """SHA-256 of the training images' shape and bytes: the identity of a run's data."""
+    images = np.ascontiguousarray(images)
+    digest = hashlib.sha256(f"{images.dtype}{images.shape}".encode())
+    digest.update(images.data)
+    return digest.hexdigest()
+
+
+def _arrays(state: Any) -> dict[str, Any]:
+    """The arrays of a train state that a checkpoint holds (the key as key data)."""
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "step": state.step,
+        "key": jax.random.key_data(state.key),
+    }
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_orbax_failures() -> Iterator[None]:
+    """Hides the tracebacks that asyncio and Orbax's coroutines print for failed reads.
+
+    The error itself still propagates and is reported in one line.
+    """
+    logger = logging.getLogger("asyncio")
+    level, unraisable_hook = logger.level, sys.unraisablehook
+    logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        sys.unraisablehook = unraisable_hook
+
+
+class RunCheckpoints:
+    """The checkpoints of one run, under ``<workdir>/checkpoints``.
+
+    Every process of a multi-host run must create it and call :meth:`save` and
+    :meth:`restore_latest` together (Orbax synchronises them and writes from each process the
+    shards it holds). Use it as a context manager, or call :meth:`close`, so that the last
+    asynchronous save is finished before the program exits.
+
+    Examples:
+      >>> with RunCheckpoints(workdir) as checkpoints:  # doctest: +SKIP
+      ...     restored = checkpoints.restore_latest(fresh_state)
+      ...     checkpoints.save(state, epoch=1, meta={"config": config.to_dict()})
+    """
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        keep: int = KEEP,
+        warn: Callable[[str], None] = _stderr_warning,
+    ):
+        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        self._warn = warn
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+                cleanup_tmp_directories=True,  # what a process killed during a save left
+                create=True,
+            ),
+            item_names=("state", "meta"),
+        )
+
+    def __enter__(self) -> RunCheckpoints:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints' steps, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, state: Any, *, epoch: int, meta: dict[str, Any]) -> bool:
+        """Starts an asynchronous save of ``state`` at its step (nothing if that step exists).
+
+        Args:
+          state: the train state (``params``, ``opt_state``, ``step``, ``key``).
+          epoch: epochs finished at ``state.step``.
+          meta: JSON-compatible run information stored beside the arrays (``epoch`` and
+            ``step`` are added).
+
+        Returns:
+          Whether a save started.
+        """
+        step = int(state.step)
+        if step in self._manager.all_steps():
+            return False
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_arrays(state)),
+                meta=ocp.args.JsonSave({**meta, "epoch": epoch, "step": step}),
+            ),
+            force=True,
+        )
+
+    def restore_latest(
+        self, target: Any, *, check: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> Restored | None:
+        """The newest checkpoint that restores, into the shardings of ``target``'s arrays.
+
+        A checkpoint that fails to restore (files truncated, deleted or otherwise corrupted) is
+        reported with a warning and deleted, so that the resumed run can write that step again,
+        and the next older one is tried.
+
+        Args:
+          target: a train state of the run's shapes, dtypes and shardings (a fresh one).
+          check: called with the step and the JSON item of the newest readable checkpoint
+            before its arrays are read; it raises :class:`CheckpointError` to refuse it (such
+            as :func:`check_resumable`).
+
+        Returns:
+          The restored checkpoint, or ``None`` when there is none (a new run).
+
+        Raises:
+          CheckpointError: there are checkpoints but none of them restores, or ``check``
+            refused the newest one.
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(target))
+        failures = []
+        for step in reversed(steps):
+            try:
+                with _quiet_orbax_failures():
+                    meta = self._manager.restore(
+                        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                    )["meta"]
+                    epoch = int(meta["epoch"])
+                    if check is not None:
+                        check(step, meta)
+                    arrays = self._manager.restore(
+                        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                    )["state"]
+            except CheckpointError:
+                raise
+            except Exception as error:  # Orbax and TensorStore raise many kinds on bad files.
+                reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                failures.append((step, reason))
+                self._warn(
+                    f"checkpoint {self.directory / str(step)} does not restore ({reason}); "
+                    "trying an older one"
+                )
+                continue
+            for bad_step, _ in failures:
+                self._manager.delete(bad_step)
+            if failures:
+                bad_steps = ", ".join(str(bad_step) for bad_step, _ in failures)
+                self._warn(
+                    f"resuming from the older checkpoint at step {step}; the newer one(s) that "
+                    f"did not restore (step {bad_steps}) were deleted"
+                )
+            state = target.replace(
+                params=arrays["params"],
+                opt_state=arrays["opt_state"],
+                step=arrays["step"],
+                key=jax.random.wrap_key_data(arrays["key"], impl=jax.random.key_impl(target.key)),
+            )
+            return Restored(state=state, step=step, epoch=epoch, meta=meta)
+        reasons = "; ".join(f"step {bad_step}: {reason}" for bad_step, reason in failures)
+        raise CheckpointError(
+            f"none of the {len(steps)} checkpoints in {self.directory} restores ({reasons}): "
+            "move that folder away to start the run over, or use another --workdir"
+        )
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the last asynchronous save is complete on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def check_resumable(
+    step: int, meta: dict[str, Any], config: Config, *, fingerprint: str, directory: Path
+) -> None:
+    """Checks that ``config`` and the training data may continue a checkpointed run.
+
+    Args:
+      step: the checkpoint's step.
+      meta: its JSON item.
+      config: the settings of the run that would resume it.
+      fingerprint: :func:`data_fingerprint` of that run's training images.
+      directory: the checkpoints' folder (for the message).
+
+    Raises:
+      CheckpointError: a setting that defines the model, the data or the estimator differs
+        (each one named, with its saved and new value), the training data differs, or the
+        checkpoint is already past ``config.epochs``.
+    """
+    where = f"the checkpoint at step {step} in {directory}"
+    differences = config.fixed_on_resume_differences(meta.get("config", {}))
+    if differences:
+        raise CheckpointError(
+            f"cannot resume {where} with changed settings ({'; '.join(differences)}): rerun "
+            "with the saved settings (see config.json), or use another --workdir to start a new "
+            "run"
+        )
+    if meta.get("data") != fingerprint:
+        raise CheckpointError(
+            f"cannot resume {where}: the training data differs from the data it was trained on "
+            "(SHA-256 of the training images): use the same data, or another --workdir"
+        )
+    if meta["epoch"] > config.epochs:
+        raise CheckpointError(
+            f"{where} has finished epoch {meta['epoch']}, past --epochs {config.epochs}: pass "
+            f"--epochs {meta['epoch']} or more, or use another --workdir"
+        )

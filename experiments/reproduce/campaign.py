@@ -1,0 +1,225 @@
+"""Running the comparison: the data of each phase, the runs' states, training, and the choice.
+
+- :func:`validation_split` makes the tuning data: the first 50,000 training images to train on and
+  the last 10,000 in the place of the test set, so tuning never sees the test set.
+- :func:`status` tells whether a run's workdir holds a finished run (its ``metrics.jsonl`` has the
+  record of its last epoch, with the IWAE bound), part of one, or nothing.
+- :func:`train_runs` trains the runs that are not finished, in order, skipping the others.
+- :func:`choose` picks each estimator's candidate with the lowest validation negative ELBO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from experiments.mnist import input_pipeline, outputs
+from experiments.reproduce import grid
+
+NUM_VALIDATION = 10_000
+DEVICE_FILE = "reproduce_device.json"
+
+# Settings that a run's folder name stands for; a config.json there must agree on them.
+_DEFINING_SETTINGS = (
+    "latents",
+    "categories",
+    "hidden",
+    "batch_size",
+    "estimator",
+    "gumbel_rao_samples",
+    "learning_rate",
+    "temperature",
+    "temperature_min",
+    "anneal_rate",
+    "anneal_every",
+    "binarize",
+    "seed",
+)
+
+
+class CampaignError(Exception):
+    """The campaign cannot go on as asked. The message is one line that names the fix."""
+
+
+def validation_split(data: input_pipeline.Mnist) -> input_pipeline.Mnist:
+    """The tuning data: train on all but the last 10,000 training images, evaluate on those.
+
+    Returns:
+      An :class:`~experiments.mnist.input_pipeline.Mnist` whose ``test_*`` arrays are the
+      validation images (the last ``NUM_VALIDATION`` training images); the test set is dropped.
+
+    Raises:
+      ValueError: fewer than ``2 * NUM_VALIDATION`` training images.
+    """
+    n = len(data.train_images)
+    if n < 2 * NUM_VALIDATION:
+        raise ValueError(f"need at least {2 * NUM_VALIDATION} training images, got {n}")
+    cut = n - NUM_VALIDATION
+    return input_pipeline.Mnist(
+        train_images=data.train_images[:cut],
+        train_labels=data.train_labels[:cut],
+        test_images=data.train_images[cut:],
+        test_labels=data.train_labels[cut:],
+        source=f"{data.source} (validation split: train[:{cut}], validate on train[{cut}:])",
+    )
+
+
+def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mnist:
+    """The first ``limit`` images of each part of ``data``, for smoke tests."""
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[:limit],
+        train_labels=data.train_labels[:limit],
+        test_images=data.test_images[:limit],
+        test_labels=data.test_labels[:limit],
+        source=f"{data.source} (first {limit} images of each part)",
+    )
+
+
+def read_records(workdir: Path) -> list[dict[str, Any]]:
+    """The records of ``<workdir>/metrics.jsonl``; a line cut short by a killed run is left out."""
+    path = workdir / outputs.METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
+
+
+def status(run: grid.Run) -> str:
+    """``"finished"``, ``"partial"`` (some epochs or checkpoints) or ``"new"``.
+
+    Raises:
+      CampaignError: the folder holds a run of other settings, or more epochs than ``run.epochs``.
+    """
+    config_path = run.workdir / outputs.CONFIG_FILE
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
+        differences = [
+            f"{name}: {saved.get(name)!r} there, {expected[name]!r} here"
+            for name in _DEFINING_SETTINGS
+            if saved.get(name) != expected[name]
+        ]
+        if differences:
+            raise CampaignError(
+                f"{run.workdir} holds a run with other settings ({'; '.join(differences)}): move "
+                "it away, or pass another --root"
+            )
+    records = read_records(run.workdir)
+    epochs = max((r["epoch"] for r in records), default=0)
+    if epochs > run.epochs:
+        raise CampaignError(
+            f"{run.workdir} has trained {epochs} epochs, more than the {run.epochs} asked: pass "
+            f"the same epochs again, or another --root"
+        )
+    if records and records[-1]["epoch"] == run.epochs and "test/nll_iwae" in records[-1]:
+        return "finished"
+    return "partial" if records or any(run.workdir.glob("checkpoints/*")) else "new"
+
+
+def device_description() -> str:
+    """The device runs are timed on, e.g. ``cpu (2 cores)`` or ``gpu (NVIDIA H100 80GB HBM3)``."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"cpu ({os.cpu_count()} cores)"
+    return f"{device.platform} ({device.device_kind})"
+
+
+def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_options) -> None:
+    """Trains every run of ``runs`` that is not finished, reporting progress on stdout.
+
+    A partial run is continued by ``train_and_evaluate`` (from its newest checkpoint). Each
+    finished run gets a ``reproduce_device.json`` naming the device that finished it.
+
+    Args:
+      runs: the runs, in order.
+      data: the data of their phase.
+      **config_options: ``eval_samples``, ``data_dir`` and ``progress`` of :meth:`grid.Run.config`.
+
+    Raises:
+      CampaignError: a run folder cannot be used (see :func:`status`).
+    """
+    from experiments.mnist import train  # Imported here: the model is built only to train.
+
+    states = [status(run) for run in runs]
+    todo = sum(state != "finished" for state in states)
+    if runs:
+        phase = runs[0].phase
+        print(
+            f"{phase}: {len(runs)} runs, {len(runs) - todo} finished, {todo} to train "
+            f"({len(data.train_images)} training images, {len(data.test_images)} evaluation "
+            f"images, {runs[0].epochs} epochs each)",
+            flush=True,
+        )
+    for index, (run, state) in enumerate(zip(runs, states, strict=True), start=1):
+        where = f"[{run.phase} {index}/{len(runs)}] {run.title}"
+        if state == "finished":
+            print(f"{where}: finished, skipped ({run.workdir})", flush=True)
+            continue
+        verb = "continuing" if state == "partial" else "training"
+        print(f"{where}: {verb} in {run.workdir}", flush=True)
+        train.train_and_evaluate(run.config(**config_options), data)
+        (run.workdir / DEVICE_FILE).write_text(
+            json.dumps({"device": device_description(), "jax": jax.__version__}) + "\n"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The tuning's outcome for one estimator.
+
+    Attributes:
+      candidate: the chosen settings.
+      scores: validation negative ELBO of every candidate (``inf`` for a run that diverged), in
+        the grid's order.
+      epochs: the tuning runs' budget.
+    """
+
+    candidate: grid.Candidate
+    scores: tuple[tuple[grid.Candidate, float], ...]
+    epochs: int
+
+
+def validation_score(run: grid.Run) -> float:
+    """The last validation negative ELBO of a finished tuning run (``inf`` if not finite)."""
+    value = read_records(run.workdir)[-1]["test/neg_elbo"]
+    return value if math.isfinite(value) else math.inf
+
+
+def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
+    """Each estimator's candidate with the lowest validation negative ELBO (first one on ties).
+
+    Raises:
+      CampaignError: a tuning run is not finished.
+    """
+    unfinished = [run for run in tune_runs if status(run) != "finished"]
+    if unfinished:
+        names = ", ".join(f"{run.variant.name} {run.candidate.slug}" for run in unfinished[:4])
+        more = f" and {len(unfinished) - 4} more" if len(unfinished) > 4 else ""
+        raise CampaignError(
+            f"{len(unfinished)} tuning runs are not finished ({names}{more}): run --phase tune "
+            "(or --phase all) with the same --root, --tune-epochs and grid first"
+        )
+    by_variant: dict[str, list[grid.Run]] = {}
+    for run in tune_runs:
+        by_variant.setdefault(run.variant.name, []).append(run)
+    choices = {}
+    for name, runs in by_variant.items():
+        scores = tuple((run.candidate, validation_score(run)) for run in runs)
+        best = min(range(len(scores)), key=lambda i: scores[i][1])
+        choices[name] = Choice(scores[best][0], scores, runs[0].epochs)
+    return choices

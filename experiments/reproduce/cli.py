@@ -1,0 +1,243 @@
+"""Command line of the comparison: ``python -m experiments.reproduce [flags]``.
+
+``--phase all`` (the default) tunes, trains the final runs and writes the report; rerunning the
+same command skips every finished run and continues an interrupted one from its checkpoint.
+
+Exit status: 0 on success; 2 for a usage error, a data failure, or runs that cannot be used or
+are missing (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM (the current run saves
+a checkpoint first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.mnist import input_pipeline
+from experiments.mnist.config import Config
+from experiments.reproduce import campaign, grid, report
+
+PHASES = ("tune", "final", "all", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reproduce",
+        description=(
+            "Compare gumbel_jax's estimators on the categorical VAE (20x10 latents, dynamically "
+            "binarized MNIST): tune each on a validation split, train it with several seeds, and "
+            "write a table, a JSON file and a figure of the test results."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="all",
+        help="tune: the validation grid; final: the chosen settings with every seed, then the "
+        "report; all: both; report: only the report, from finished runs",
+    )
+    parser.add_argument(
+        "--estimators", nargs="+", choices=tuple(grid.VARIANTS), default=tuple(grid.VARIANTS)
+    )
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of each final run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+    tuning = parser.add_argument_group("tuning grid (every learning rate x every schedule)")
+    tuning.add_argument("--tune-epochs", type=int, default=20, help="epochs of each tuning run")
+    tuning.add_argument("--tune-lrs", type=float, nargs="+", default=grid.LEARNING_RATES)
+    tuning.add_argument(
+        "--tune-temperatures",
+        nargs="+",
+        default=grid.TEMPERATURES,
+        metavar="SCHEDULE",
+        help="schedules of relaxed, st and gumbel-rao: T (constant) or T0:TMIN (annealed)",
+    )
+    tuning.add_argument(
+        "--reinmax-temperatures",
+        nargs="+",
+        default=grid.REINMAX_TEMPERATURES,
+        metavar="SCHEDULE",
+        help="schedules of reinmax, every temperature >= 1",
+    )
+    tuning.add_argument(
+        "--anneal-rate",
+        type=float,
+        default=grid.ANNEAL_RATE,
+        help="r of the annealed schedules max(TMIN, T0 exp(-r step))",
+    )
+    tuning.add_argument(
+        "--anneal-every",
+        type=int,
+        default=grid.ANNEAL_EVERY,
+        help="steps between temperature updates of the annealed schedules",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=Config.eval_samples,
+        help="k of the importance-weighted bound of each run's last epoch",
+    )
+    io = parser.add_argument_group("data and outputs")
+    io.add_argument(
+        "--data-dir",
+        default=None,
+        help=(
+            "folder with the four MNIST IDX files; default: the environment variable "
+            f"{input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
+        ),
+    )
+    io.add_argument(
+        "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
+    )
+    io.add_argument(
+        "--results", default="results", help="folder for reproduction.{json,md} and the figure"
+    )
+    io.add_argument(
+        "--compilation-cache",
+        default=None,
+        metavar="DIR",
+        help="JAX's persistent compilation cache, shared by the runs (default: ROOT/jax_cache; "
+        "'none' to disable; a cache already set through JAX_COMPILATION_CACHE_DIR is kept)",
+    )
+    io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    io.add_argument(
+        "--limit-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="smoke test: use only the first N images of each part of the data (runs go to "
+        "ROOT/limitN; the report says so)",
+    )
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.Schedule, ...], ...]:
+    """Checks the flags; returns the two families of schedules.
+
+    Raises:
+      ValueError: a flag's value is invalid.
+    """
+    for name in ("epochs", "tune_epochs", "eval_samples", "anneal_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.limit_examples is not None and args.limit_examples < 100:
+        raise ValueError("--limit-examples must be at least 100 (one batch)")
+    if any(seed < 0 for seed in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {args.seeds}")
+    if any(not lr > 0 for lr in args.tune_lrs):
+        raise ValueError(f"--tune-lrs must be positive, got {args.tune_lrs}")
+    if not args.anneal_rate > 0:
+        raise ValueError(f"--anneal-rate must be positive, got {args.anneal_rate}")
+
+    def schedules(specs):
+        return tuple(
+            dict.fromkeys(
+                grid.parse_schedule(s, rate=args.anneal_rate, every=args.anneal_every)
+                for s in specs
+            )
+        )
+
+    reinmax = schedules(args.reinmax_temperatures)
+    if any(s.minimum < 1 for s in reinmax):
+        raise ValueError(
+            f"--reinmax-temperatures must stay >= 1 (ReinMax's recommendation), got "
+            f"{' '.join(args.reinmax_temperatures)}"
+        )
+    return schedules(args.tune_temperatures), reinmax
+
+
+def _enable_compilation_cache(flag: str | None, root: Path) -> None:
+    """Points JAX's persistent compilation cache at ``flag`` (default ``root/jax_cache``).
+
+    The runs share the evaluation's executables and each run's compilation is reused when it is
+    continued, which saves most of a short run's time. A cache the user set is left alone.
+    """
+    import jax
+
+    if flag == "none" or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(Path(flag) if flag else root / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the phases asked for; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        schedules, reinmax_schedules = _check_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+
+    root = Path(args.root)
+    if args.limit_examples is not None:
+        root = root / f"limit{args.limit_examples}"
+    variants = [grid.VARIANTS[name] for name in dict.fromkeys(args.estimators)]
+    tune_runs = [
+        grid.tune_run(root, v, c, epochs=args.tune_epochs)
+        for v in variants
+        for c in grid.candidates(v, tuple(args.tune_lrs), schedules, reinmax_schedules)
+    ]
+    data_dir = input_pipeline.resolve_data_dir(args.data_dir)
+    options = {
+        "eval_samples": args.eval_samples,
+        "data_dir": data_dir,
+        "progress": not args.no_progress,
+    }
+
+    from experiments.mnist import checkpoints, train
+
+    try:
+        data = None
+        if args.phase != "report":
+            data = input_pipeline.load(data_dir)
+            print(f"MNIST from {data.source}; runs in {root}", flush=True)
+            _enable_compilation_cache(args.compilation_cache, root)
+        if args.phase in ("tune", "all"):
+            tune_data = campaign.validation_split(data)
+            if args.limit_examples is not None:
+                tune_data = campaign.limit_examples(tune_data, args.limit_examples)
+            campaign.train_runs(tune_runs, tune_data, **options)
+        choices = campaign.choose(tune_runs)
+        for name, choice in choices.items():
+            score = dict(choice.scores)[choice.candidate]
+            print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
+        if args.phase == "tune":
+            return 0
+        final_runs = {
+            v.name: [
+                grid.final_run(root, v, choices[v.name].candidate, seed=seed, epochs=args.epochs)
+                for seed in args.seeds
+            ]
+            for v in variants
+        }
+        if args.phase in ("final", "all"):
+            final_data = data
+            if args.limit_examples is not None:
+                final_data = campaign.limit_examples(data, args.limit_examples)
+            campaign.train_runs(
+                [r for runs in final_runs.values() for r in runs], final_data, **options
+            )
+        summary = report.summarize(final_runs, choices, limit_examples=args.limit_examples)
+        if not summary.results:
+            raise campaign.CampaignError(
+                "no final run is finished, there is nothing to report: run --phase final (or all) "
+                "with the same --root, --epochs and --seeds first"
+            )
+        paths = report.write(args.results, summary)
+    except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except train.Interrupted as interruption:
+        print(f"{interruption}; rerun the same command to continue the campaign", file=sys.stderr)
+        return interruption.exit_status
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue the campaign", file=sys.stderr)
+        return 130
+    print()
+    print(report.markdown(summary))
+    print("Written: " + ", ".join(str(p) for p in paths.values()))
+    return 0

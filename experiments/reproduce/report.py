@@ -1,0 +1,313 @@
+"""The comparison's results: ``reproduction.json``, ``reproduction.md`` and the curves' figure.
+
+:func:`summarize` reads the finished final runs (and the tuning's choice) into one JSON-ready
+object keyed by estimator name; :func:`write` saves it with a Markdown table set beside the
+published numbers and targets (:mod:`experiments.reproduce.published`), and a figure of the test
+negative ELBO by epoch of every estimator (mean over seeds, with the seeds' range shaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from experiments.mnist.config import Config
+from experiments.reproduce import campaign, grid, published
+
+JSON_FILE = "reproduction.json"
+MARKDOWN_FILE = "reproduction.md"
+CURVES_FILE = "reproduction_curves.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What :func:`summarize` found.
+
+    Attributes:
+      results: the JSON object, keyed by estimator name (only estimators with a finished run).
+      curves: test negative ELBO by epoch, ``[seeds, epochs]``, per estimator of ``results``.
+      missing: titles of the final runs that are not finished.
+      limit_examples: the smoke-test data limit the runs used, or ``None``.
+    """
+
+    results: dict[str, dict[str, Any]]
+    curves: dict[str, np.ndarray]
+    missing: tuple[str, ...]
+    limit_examples: int | None = None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (``None`` for one value, or for non-finite values)."""
+    mean = _finite_or_none(statistics.fmean(values))
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return mean, _finite_or_none(std)
+
+
+def summarize(
+    final_runs: Mapping[str, Sequence[grid.Run]],
+    choices: Mapping[str, campaign.Choice],
+    *,
+    limit_examples: int | None = None,
+) -> Summary:
+    """Gathers the finished final runs of each estimator.
+
+    Args:
+      final_runs: each estimator's final runs (one per seed), by estimator name.
+      choices: the tuning's outcome, by estimator name.
+      limit_examples: the data limit of a smoke test, recorded in the results.
+
+    Returns:
+      The :class:`Summary`. Each entry of ``results`` has ``neg_elbo_mean``, ``neg_elbo_std``
+      (sample standard deviation over seeds, ``null`` for one seed), ``nll_iwae_mean``,
+      ``nll_iwae_std``, ``iwae_samples``, ``seeds``, ``epochs``, ``latents``, ``categories``,
+      ``seconds_per_epoch`` (median training time of an epoch over all epochs and seeds),
+      ``device``, ``settings`` (the chosen ones), ``tuning``, ``per_seed``, ``published`` and
+      ``target`` (or ``null``).
+    """
+    results, curves, missing = {}, {}, []
+    for name, runs in final_runs.items():
+        finished = [run for run in runs if campaign.status(run) == "finished"]
+        missing.extend(run.title for run in runs if run not in finished)
+        if not finished:
+            continue
+        records = [campaign.read_records(run.workdir) for run in finished]
+        last = [r[-1] for r in records]
+        neg_elbo_mean, neg_elbo_std = _mean_std([r["test/neg_elbo"] for r in last])
+        nll_iwae_mean, nll_iwae_std = _mean_std([r["test/nll_iwae"] for r in last])
+        devices = sorted({_device(run.workdir) for run in finished})
+        choice = choices[name]
+        variant = finished[0].variant
+        epochs = finished[0].epochs
+        curves[name] = np.array(
+            [[by_epoch["test/neg_elbo"] for by_epoch in _by_epoch(r, epochs)] for r in records]
+        )
+        results[name] = {
+            "estimator": variant.estimator,
+            "gumbel_rao_samples": variant.gumbel_rao_samples,
+            "neg_elbo_mean": neg_elbo_mean,
+            "neg_elbo_std": neg_elbo_std,
+            "nll_iwae_mean": nll_iwae_mean,
+            "nll_iwae_std": nll_iwae_std,
+            "iwae_samples": sorted({r["iwae_samples"] for r in last}),
+            "seeds": [run.seed for run in finished],
+            "epochs": epochs,
+            "latents": grid.LATENTS,
+            "categories": grid.CATEGORIES,
+            "binarization": grid.BINARIZE,
+            "seconds_per_epoch": statistics.median(x["seconds"] for r in records for x in r),
+            "device": ", ".join(devices),
+            "settings": choice.candidate.to_dict(),
+            "tuning": {
+                "split": _split_text(limit_examples),
+                "epochs": choice.epochs,
+                "seed": grid.TUNE_SEED,
+                "candidates": [
+                    {**candidate.to_dict(), "validation_neg_elbo": _finite_or_none(score)}
+                    for candidate, score in choice.scores
+                ],
+            },
+            "per_seed": [
+                {
+                    "seed": run.seed,
+                    "neg_elbo": _finite_or_none(r["test/neg_elbo"]),
+                    "nll_iwae": _finite_or_none(r["test/nll_iwae"]),
+                }
+                for run, r in zip(finished, last, strict=True)
+            ],
+            "published": {source: value for source, value in published.ANCHORS.get(name, ())},
+            "target": published.TARGETS.get(name),
+        }
+        if limit_examples is not None:
+            results[name]["limit_examples"] = limit_examples
+    return Summary(results, curves, tuple(missing), limit_examples)
+
+
+def _split_text(limit_examples: int | None) -> str:
+    if limit_examples is None:
+        return "train on the first 50,000 training images, validate on the last 10,000"
+    return (
+        f"train on the first {limit_examples} training images, validate on the first "
+        f"{limit_examples} of the last 10,000"
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _by_epoch(records: Sequence[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """The records of epochs ``1..epochs``, the last written for each epoch."""
+    latest = {r["epoch"]: r for r in records}
+    return [latest[epoch] for epoch in range(1, epochs + 1)]
+
+
+def _device(workdir: Path) -> str:
+    path = workdir / campaign.DEVICE_FILE
+    return json.loads(path.read_text())["device"] if path.exists() else "unknown device"
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "diverged"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _target_text(mean: float | None, target: float | None) -> str:
+    if target is None:
+        return ""
+    if mean is not None and mean <= target:
+        return f"≤ {target:.1f}: met"
+    gap = "diverged" if mean is None else f"missed by {mean - target:.2f}"
+    return f"≤ {target:.1f}: **{gap}**"
+
+
+def markdown(summary: Summary) -> str:
+    """The results as a Markdown section: the table, the best estimator, the tuning grid."""
+    results = summary.results
+    lines = ["## Estimator comparison: categorical VAE on MNIST, 20x10 latents", ""]
+    if summary.limit_examples is not None:
+        lines += [
+            f"**Smoke test:** only the first {summary.limit_examples} images of each part of the "
+            "data were used; these numbers are not comparable with the published ones.",
+            "",
+        ]
+    if results:
+        first = next(iter(results.values()))
+        seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
+        devices = sorted({entry["device"] for entry in results.values()})
+        lines += [
+            f"Test negative ELBO and IWAE bound in nats (lower is better), mean ± sample standard "
+            f"deviation over {_plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))}); "
+            f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
+            f"batch {Config.batch_size}, Adam, encoder 784-{'-'.join(map(str, Config.hidden))}-"
+            f"({grid.LATENTS}x{grid.CATEGORIES}) and mirrored decoder; the discrete model "
+            "evaluated on the test set (binarized once). Settings chosen by validation negative "
+            f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
+            f"seed {first['tuning']['seed']}). s/epoch: median training time of an epoch on "
+            f"{'; '.join(devices)}. The published numbers are for static binarization and other "
+            "architectures.",
+            "",
+            "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published | "
+            "Target |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, entry in results.items():
+            variant = grid.VARIANTS[name]
+            n = len(entry["seeds"])
+            seeds_note = "" if n == len(seeds) else f" ({_plural(n, 'seed')})"
+            iwae = _fmt(entry["nll_iwae_mean"], entry["nll_iwae_std"])
+            k = "/".join(map(str, entry["iwae_samples"]))
+            anchors = "; ".join(f"{src} {value:.1f}" for src, value in entry["published"].items())
+            lines.append(
+                f"| {variant.title} | {_fmt(entry['neg_elbo_mean'], entry['neg_elbo_std'])}"
+                f"{seeds_note} | {iwae} (k={k}) | {entry['seconds_per_epoch']:.1f} | "
+                f"{entry['settings']['label']} | {anchors or 'none'} | "
+                f"{_target_text(entry['neg_elbo_mean'], entry['target'])} |"
+            )
+        lines.append("")
+        scored = {
+            n: e["neg_elbo_mean"] for n, e in results.items() if e["neg_elbo_mean"] is not None
+        }
+        if scored:
+            best = min(scored, key=scored.get)
+            lines += [
+                f"Best: {grid.VARIANTS[best].title}, {scored[best]:.2f} nats; target "
+                f"{_target_text(scored[best], published.BEST_TARGET)}.",
+                "",
+            ]
+    if summary.missing:
+        lines += [
+            f"**Incomplete:** not finished: {_plural(len(summary.missing), 'final run')} "
+            f"({'; '.join(summary.missing)}); the figures above cover the finished runs only.",
+            "",
+        ]
+    if results:
+        lines += [
+            "Tuning (validation negative ELBO after the tuning epochs; the chosen candidate in "
+            "bold):",
+            "",
+            "| Estimator | Candidate | Validation neg. ELBO |",
+            "|---|---|---|",
+        ]
+        for name, entry in results.items():
+            for candidate in entry["tuning"]["candidates"]:
+                score = candidate["validation_neg_elbo"]
+                text = "diverged" if score is None else f"{score:.2f}"
+                label = candidate["label"]
+                if label == entry["settings"]["label"]:
+                    label, text = f"**{label}**", f"**{text}**"
+                lines.append(f"| {grid.VARIANTS[name].title} | {label} | {text} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_curves(path: Path, summary: Summary) -> Path:
+    """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded, the targets dashed."""
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    tops = []
+    for name, values in summary.curves.items():
+        epochs = np.arange(1, values.shape[1] + 1)
+        mean = values.mean(axis=0)
+        (line,) = ax.plot(epochs, mean, "-", marker="." if len(epochs) < 30 else None)
+        line.set_label(grid.VARIANTS[name].title)
+        if values.shape[0] > 1:
+            ax.fill_between(
+                epochs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2
+            )
+        # Leave the first tenth of a long run off the scale, where the losses start far above.
+        tops.append(mean[len(mean) // 10] if len(mean) >= 10 else np.nanmax(mean))
+    ax.axhline(published.TARGETS["st"], color="gray", ls="--", lw=1, label="ST target 100")
+    ax.axhline(published.BEST_TARGET, color="gray", ls=":", lw=1, label="best target 98")
+    finite_tops = [t for t in tops if np.isfinite(t)]
+    if finite_tops:
+        lows = [np.nanmin(v) for v in summary.curves.values()]
+        ax.set_ylim(min([*lows, published.BEST_TARGET]) - 1, max(finite_tops) + 1)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test negative ELBO (nats)")
+    ax.set_title("Categorical VAE on MNIST, 20x10 latents: test loss by epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def write(results_dir: str | os.PathLike, summary: Summary) -> dict[str, Path]:
+    """Writes the JSON, the Markdown table and the figure into ``results_dir``; returns the paths.
+
+    Raises:
+      ValueError: ``summary`` has no finished estimator.
+    """
+    if not summary.results:
+        raise ValueError("no final run is finished: there is nothing to report")
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": folder / JSON_FILE,
+        "markdown": folder / MARKDOWN_FILE,
+        "curves": folder / CURVES_FILE,
+    }
+    paths["json"].write_text(
+        json.dumps(summary.results, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    )
+    paths["markdown"].write_text(markdown(summary))
+    save_curves(paths["curves"], summary)
+    return paths

@@ -1,0 +1,336 @@
+"""Checkpoints of experiments.mnist: exact resume, refusals, signals, SIGKILL and corrupted files.
+
+The runs use random IDX digits (``--allow-unverified-data``), 96 training images in batches of
+16 (6 steps per epoch, in chunks of 4 + 2 steps): the mechanics do not need real MNIST, and the
+model is the default one so that the command is the one users run.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.mnist import checkpoints, cli, outputs, train
+from experiments.mnist.config import MAY_CHANGE_ON_RESUME, Config
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 6
+TIMEOUT = 240
+
+
+def _write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random uint8 digits in the IDX layout (unofficial data: needs --allow-unverified-data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        header = b"".join(d.to_bytes(4, "big") for d in (0x803, *images.shape))
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        header = b"".join(d.to_bytes(4, "big") for d in (0x801, n))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return _write_idx(tmp_path_factory.mktemp("data"), 96 + 5, 16)  # 5 left out each epoch
+
+
+def _args(data_dir: Path, workdir: Path, epochs: int, *extra: str) -> list[str]:
+    return [
+        *("--data-dir", str(data_dir), "--allow-unverified-data", "--workdir", str(workdir)),
+        *("--latents", "3", "--categories", "4", "--estimator", "st", "--batch-size", "16"),
+        *("--chunk-steps", "4", "--anneal-every", "1", "--anneal-rate", "0.01"),
+        *("--eval-samples", "2", "--eval-batch-size", "16", "--no-progress"),
+        *("--epochs", str(epochs), *extra),
+    ]
+
+
+def _final_arrays(workdir: Path) -> tuple[int, list[np.ndarray]]:
+    """The step and every array (params, Adam state, step, key data) of the newest checkpoint."""
+    config = Config.from_json((workdir / outputs.CONFIG_FILE).read_text())
+    target = train.create_train_state(config, data_dim=784)
+    with checkpoints.RunCheckpoints(workdir) as saved:
+        restored = saved.restore_latest(target)
+    state = restored.state
+    leaves = jax.tree.leaves((state.params, state.opt_state, state.step))
+    return restored.step, [np.asarray(x) for x in leaves] + [
+        np.asarray(jax.random.key_data(state.key))
+    ]
+
+
+def _assert_same_run(workdir: Path, reference: Path) -> None:
+    step, arrays = _final_arrays(workdir)
+    reference_step, reference_arrays = _final_arrays(reference)
+    assert step == reference_step
+    assert len(arrays) == len(reference_arrays) > 10
+    for x, y in zip(arrays, reference_arrays, strict=True):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)  # bit for bit
+    # The metrics of every epoch, the interrupted one included, are those of the reference
+    # (an epoch that was the last of a shorter run also has that run's IWAE bound).
+    records, expected = outputs.read_metrics(workdir), outputs.read_metrics(reference)
+    assert len(records) == len(expected)
+    for record, reference_record in zip(records, expected, strict=True):
+        for key in reference_record.keys() - {"seconds", "examples_per_second"}:
+            assert record[key] == reference_record[key], key
+
+
+@pytest.fixture(scope="module")
+def straight(data_dir, tmp_path_factory):
+    """An uninterrupted 2-epoch run."""
+    workdir = tmp_path_factory.mktemp("straight")
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    return workdir
+
+
+def test_resume_after_an_epoch_is_bitwise_identical(data_dir, straight, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(_args(data_dir, workdir, 1)) == 0
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [6]
+    capsys.readouterr()
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    out = capsys.readouterr().out
+    assert f"Resuming from the checkpoint at step 6 (epoch 1) in {workdir / 'checkpoints'}" in out
+    assert "epoch 1/2" not in out and "epoch 2/2" in out
+    _assert_same_run(workdir, straight)
+    assert json.loads((workdir / outputs.CONFIG_FILE).read_text())["epochs"] == 2
+
+
+def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
+    data_dir, straight, tmp_path, capsys, monkeypatch
+):
+    """SIGINT after the 3rd chunk (step 10, mid-epoch 2): 130, checkpoint, exact resume."""
+    chunk, calls = train.train_chunk, []
+
+    def chunk_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)  # a real signal, to the real handler
+        return chunk(*args, **kwargs)
+
+    workdir = tmp_path / "run"
+    monkeypatch.setattr(train, "train_chunk", chunk_then_signal)
+    assert cli.main(_args(data_dir, workdir, 2)) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "SIGINT received: stopping after the current chunk" in err
+    assert f"saved a checkpoint at step 10 in {workdir / 'checkpoints'}" in err
+    assert "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1]
+
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    assert "(epoch 1, 4/6 steps into epoch 2)" in capsys.readouterr().out
+    _assert_same_run(workdir, straight)
+
+
+def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    args = _args(data_dir, workdir, 3, "--latents", "5", "--hard", "--lr", "0.01")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot resume the checkpoint at step 12")
+    assert "latents: 3 -> 5" in err and "learning_rate: 0.001 -> 0.01" in err
+    assert "estimator" not in err  # --hard is st, the saved estimator
+    assert len(err.splitlines()) == 1
+
+    other_data = _write_idx(tmp_path / "other", 101, 16, seed=1)
+    assert cli.main(_args(other_data, workdir, 3)) == 2
+    assert "the training data differs" in capsys.readouterr().err
+
+    assert cli.main(_args(data_dir, workdir, 1)) == 2
+    assert "has finished epoch 2, past --epochs 1" in capsys.readouterr().err
+    assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
+
+
+def test_only_run_length_chunking_evaluation_and_outputs_may_change():
+    assert {"epochs", "chunk_steps", "eval_samples", "workdir"} <= MAY_CHANGE_ON_RESUME
+    saved = Config().to_dict()
+    assert Config(epochs=20, chunk_steps=7, eval_samples=4).fixed_on_resume_differences(saved) == []
+    changed = Config(binarize="none", anneal_every=50, seed=1, hidden=(64,))
+    assert changed.fixed_on_resume_differences(saved) == [
+        "hidden: [512, 256] -> [64]",
+        "anneal_every: 100 -> 50",
+        "binarize: 'dynamic' -> 'none'",
+        "seed: 0 -> 1",
+    ]
+
+
+def _corrupt_array_files(step_dir: Path) -> None:
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            with path.open("r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+
+
+def _delete_json_item(step_dir: Path) -> None:
+    (step_dir / "meta" / "metadata").unlink()
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_array_files, _delete_json_item])
+def test_a_corrupted_latest_checkpoint_is_skipped_with_a_warning(
+    data_dir, straight, tmp_path, capsys, corrupt
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    corrupt(workdir / "checkpoints" / "12")
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    captured = capsys.readouterr()
+    assert f"warning: checkpoint {workdir / 'checkpoints' / '12'} does not restore" in captured.err
+    assert "resuming from the older checkpoint at step 6" in captured.err
+    assert "Traceback" not in captured.err
+    assert "Resuming from the checkpoint at step 6 (epoch 1)" in captured.out
+    _assert_same_run(workdir, straight)  # epoch 2 trained again, to the same numbers
+
+
+def test_no_checkpoint_restores_exits_2(data_dir, straight, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    for step_dir in (workdir / "checkpoints").iterdir():
+        _corrupt_array_files(step_dir)
+    metrics = (workdir / outputs.METRICS_FILE).read_text()
+    assert cli.main(_args(data_dir, workdir, 3)) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(
+        f"error: none of the 2 checkpoints in {workdir / 'checkpoints'} restores (step 12: "
+    )
+    assert "move that folder away to start the run over" in err
+    assert (workdir / outputs.METRICS_FILE).read_text() == metrics  # nothing started over
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
+
+
+def test_metrics_of_epochs_after_the_checkpoint_are_dropped(tmp_path):
+    for epoch in (1, 2, 3):
+        outputs.append_metrics(tmp_path, {"epoch": epoch, "train/loss": float(epoch)})
+    with (tmp_path / outputs.METRICS_FILE).open("a") as f:
+        f.write('{"epoch": 4, "train/lo')  # a line cut short by a killed process
+    outputs.truncate_metrics(tmp_path, 2)
+    assert outputs.read_metrics(tmp_path) == [
+        {"epoch": 1, "train/loss": 1.0},
+        {"epoch": 2, "train/loss": 2.0},
+    ]
+
+
+def _env():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "experiments.mnist", *args],
+            cwd=REPO,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_for(process: subprocess.Popen, log: Path, text: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_and_exits_143_without_a_traceback(data_dir, tmp_path):
+    workdir, log = tmp_path / "run", tmp_path / "log.txt"
+    process = _start(_args(data_dir, workdir, 10_000), log)
+    try:
+        _wait_for(process, log, "epoch 4/10000")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=TIMEOUT) == 143, log.read_text()
+    finally:
+        process.kill()
+    text = log.read_text()
+    assert "SIGTERM received: stopping after the current chunk" in text
+    assert "interrupted by SIGTERM: saved a checkpoint at step " in text
+    assert "Traceback" not in text
+    step = int(text.split("saved a checkpoint at step ")[1].split()[0])
+    assert step >= 4 * STEPS_PER_EPOCH
+    with checkpoints.RunCheckpoints(workdir) as saved:
+        steps = saved.steps()
+    # The newest 3 are kept: the one saved at the signal and the two before it.
+    assert len(steps) == 3 and steps[-1] == step and steps[0] > STEPS_PER_EPOCH
+
+
+def test_sigkill_at_any_moment_leaves_a_workdir_that_resumes(data_dir, tmp_path, capsys):
+    workdir, log = tmp_path / "run", tmp_path / "log.txt"
+    process = _start(_args(data_dir, workdir, 10_000), log)
+    try:
+        _wait_for(process, log, "epoch 2/10000")
+        process.kill()  # SIGKILL, wherever it is: training, evaluating, writing or saving
+        assert process.wait(timeout=TIMEOUT) == -signal.SIGKILL
+    finally:
+        process.kill()
+    epochs = len(outputs.read_metrics(workdir))
+    assert epochs >= 2
+    assert cli.main(_args(data_dir, workdir, epochs + 1)) == 0
+    out = capsys.readouterr().out
+    assert "Resuming from the checkpoint at step" in out
+    records = outputs.read_metrics(workdir)
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 2))
+
+
+KILLED_DURING_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import jax, jax.numpy as jnp, optax
+    from experiments.mnist import checkpoints, train
+
+    def state(step, size):
+        params = {"w": jnp.full((size,), float(step))}
+        return train.TrainState.create(
+            apply_fn=None, params=params, tx=optax.adam(1e-3), key=jax.random.key(0)
+        ).replace(step=jnp.int32(step))
+
+    saved = checkpoints.RunCheckpoints(sys.argv[1])
+    saved.save(state(1, 10), epoch=1, meta={})
+    saved.wait_until_finished()
+    saved.save(state(2, 30_000_000), epoch=2, meta={})  # 360 MB with Adam's moments
+    print(sorted(p.name for p in saved.directory.iterdir()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # while the asynchronous save is writing
+    """
+)
+
+
+def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_DURING_SAVE, str(tmp_path)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert result.stdout.strip() == "['1', '2.orbax-checkpoint-tmp']"  # killed mid-save
+    with checkpoints.RunCheckpoints(tmp_path) as saved:
+        assert saved.steps() == [1]
+        target = train.TrainState.create(
+            apply_fn=None,
+            params={"w": np.zeros(10, np.float32)},
+            tx=optax.adam(1e-3),
+            key=jax.random.key(0),
+        ).replace(step=jnp.zeros((), jnp.int32))
+        restored = saved.restore_latest(target)
+    assert restored.step == 1 and restored.epoch == 1
+    np.testing.assert_array_equal(restored.state.params["w"], np.ones(10, np.float32))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # cleaned up

@@ -1,0 +1,273 @@
+"""Tests of the estimator comparison (``python -m experiments.reproduce``).
+
+One end-to-end campaign on real MNIST with a tiny budget (1,000 images, one epoch, two estimators,
+three tuning runs), run as a subprocess so that its JAX compilation cache stays out of the test
+process, then run again to check that finished runs are skipped. The rest uses hand-written
+workdirs and arrays, without training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from experiments.mnist import input_pipeline
+from experiments.reproduce import campaign, cli, grid, published, report
+
+REPO = Path(__file__).resolve().parents[1]
+
+ENTRY_KEYS = {
+    "neg_elbo_mean",
+    "neg_elbo_std",
+    "nll_iwae_mean",
+    "seeds",
+    "epochs",
+    "latents",
+    "categories",
+    "seconds_per_epoch",
+    "settings",
+    "tuning",
+}
+
+
+def _reproduce(args, mnist_dir):
+    env = {**os.environ, input_pipeline.DATA_DIR_ENV: str(mnist_dir), "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.reproduce", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist_dir):
+    root, results = tmp_path / "runs", tmp_path / "results"
+    args = [
+        "--estimators", "st", "reinmax",
+        "--epochs", 1, "--tune-epochs", 1, "--seeds", 0,
+        "--tune-lrs", 1e-3,
+        "--tune-temperatures", "1.0:0.5", "0.5",
+        "--reinmax-temperatures", "1.5",
+        "--eval-samples", 4,
+        "--limit-examples", 1000,
+        "--root", root, "--results", results, "--no-progress",
+    ]  # fmt: skip
+    first = _reproduce(args, mnist_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("training in") == 5  # 3 tuning runs, 2 final runs.
+
+    data = json.loads((results / report.JSON_FILE).read_text())
+    assert list(data) == ["st", "reinmax"]
+    runs = root / "limit1000"
+    for name, entry in data.items():
+        assert ENTRY_KEYS <= set(entry)
+        assert (entry["seeds"], entry["epochs"], entry["latents"], entry["categories"]) == (
+            [0],
+            1,
+            20,
+            10,
+        )
+        assert entry["neg_elbo_std"] is None  # One seed has no spread.
+        assert 50 < entry["nll_iwae_mean"] <= entry["neg_elbo_mean"] + 1 < 700
+        assert entry["seconds_per_epoch"] > 0
+        assert entry["limit_examples"] == 1000
+        # The JSON holds the final run's last test record...
+        chosen = grid.Schedule(
+            entry["settings"]["temperature"],
+            entry["settings"]["temperature_min"],
+            entry["settings"]["anneal_rate"],
+            entry["settings"]["anneal_every"],
+        )
+        slug = grid.Candidate(entry["settings"]["learning_rate"], chosen).slug
+        record = campaign.read_records(runs / "final" / name / slug / "seed0")[-1]
+        assert entry["neg_elbo_mean"] == pytest.approx(record["test/neg_elbo"], rel=1e-12)
+        # ...and the chosen candidate is the tuning run with the lowest validation score.
+        scores = {
+            path.name: campaign.read_records(path)[-1]["test/neg_elbo"]
+            for path in (runs / "tune" / name).iterdir()
+        }
+        assert scores[slug] == min(scores.values())
+        assert sorted(c["validation_neg_elbo"] for c in entry["tuning"]["candidates"]) == sorted(
+            scores.values()
+        )
+    assert len(data["st"]["tuning"]["candidates"]) == 2
+    assert data["reinmax"]["settings"]["temperature"] == 1.5
+    assert data["st"]["target"] == published.TARGETS["st"]
+
+    table = (results / report.MARKDOWN_FILE).read_text()
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    header = (
+        "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published | Target |"
+    )
+    assert rows[0] == header
+    assert all(row.count("|") == header.count("|") for row in rows[:4])
+    assert rows[2].startswith("| ST Gumbel-Softmax | ") and "Jang 2017 ST-GS 107.8" in rows[2]
+    assert f"{data['st']['neg_elbo_mean']:.2f}" in rows[2]
+    assert "≤ 100.0: **missed by" in rows[2]  # One epoch on 1,000 images is far from 100 nats.
+    assert rows[3].startswith("| ReinMax | ")
+    assert "Smoke test" in table and "Best: " in table
+    assert "| Estimator | Candidate | Validation neg. ELBO |" in table
+
+    image = imread(results / report.CURVES_FILE)
+    assert image.ndim == 3 and image.shape[0] >= 300 and image.shape[1] >= 500
+    assert image.std() > 0.01  # Not a blank canvas.
+
+    metrics = sorted(runs.glob("**/metrics.jsonl"))
+    assert len(metrics) == 5
+    modified = [path.stat().st_mtime_ns for path in metrics]
+    second = _reproduce(args, mnist_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("finished, skipped") == 5
+    assert "training in" not in second.stdout
+    assert [path.stat().st_mtime_ns for path in metrics] == modified
+    assert json.loads((results / report.JSON_FILE).read_text()) == data
+
+
+def _fake_mnist(num_train: int) -> input_pipeline.Mnist:
+    images = np.arange(num_train, dtype=np.int64)[:, None, None] % 251 * np.ones((1, 2, 2))
+    return input_pipeline.Mnist(
+        train_images=images.astype(np.uint8),
+        train_labels=np.arange(num_train, dtype=np.uint8),
+        test_images=np.full((7, 2, 2), 255, np.uint8),
+        test_labels=np.zeros(7, np.uint8),
+        source="fake",
+    )
+
+
+def test_validation_split_holds_out_the_last_10000_training_images_and_no_test_image():
+    data = _fake_mnist(60_000)
+    split = campaign.validation_split(data)
+    np.testing.assert_array_equal(split.train_images, data.train_images[:50_000])
+    np.testing.assert_array_equal(split.test_images, data.train_images[50_000:])
+    np.testing.assert_array_equal(split.test_labels, data.train_labels[50_000:])
+    assert not np.any(split.test_images == 255)  # Nothing of the test set.
+    with pytest.raises(ValueError, match="at least 20000 training images"):
+        campaign.validation_split(_fake_mnist(15_000))
+
+
+def test_parse_schedule():
+    assert grid.parse_schedule("1.0") == grid.Schedule(1.0, 1.0)
+    assert grid.parse_schedule("2:2") == grid.Schedule(2.0, 2.0)
+    annealed = grid.parse_schedule("1.0:0.5", rate=1e-4, every=500)
+    assert annealed == grid.Schedule(1.0, 0.5, 1e-4, 500)
+    assert annealed.slug == "t1-to0.5-r0.0001-every500"
+    assert grid.Schedule(1.5, 1.5).slug == "t1.5-const"
+    for bad in ("", "x", "0", "-1", "1:2:3", "1:"):
+        with pytest.raises(ValueError, match="is not 'T'"):
+            grid.parse_schedule(bad)
+    with pytest.raises(ValueError, match="anneals upwards"):
+        grid.parse_schedule("0.5:1.0")
+
+
+def _write_run(run: grid.Run, neg_elbos, *, final=True) -> None:
+    """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch."""
+    run.workdir.mkdir(parents=True)
+    config = run.config(eval_samples=4, data_dir=None, progress=False)
+    (run.workdir / "config.json").write_text(config.to_json())
+    lines = []
+    for epoch, value in enumerate(neg_elbos, start=1):
+        record = {"epoch": epoch, "seconds": 2.0 + epoch, "test/neg_elbo": value}
+        if final and epoch == len(neg_elbos):
+            record.update({"test/nll_iwae": value - 3, "iwae_samples": 4})
+        lines.append(json.dumps(record))
+    (run.workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_status_choose_and_report_from_finished_workdirs(tmp_path):
+    st, relaxed = grid.VARIANTS["st"], grid.VARIANTS["relaxed"]
+    schedules = (grid.Schedule(1.0, 0.5, 1e-4, 500), grid.Schedule(1.0, 1.0))
+    tune = [
+        grid.tune_run(tmp_path, v, c, epochs=2)
+        for v in (st, relaxed)
+        for c in grid.candidates(v, (1e-3,), schedules, ())
+    ]
+    assert campaign.status(tune[0]) == "new"
+    _write_run(tune[0], [150.0, 120.0], final=False)
+    assert campaign.status(tune[0]) == "partial"
+    with pytest.raises(campaign.CampaignError, match="tuning runs are not finished"):
+        campaign.choose(tune)
+    shutil.rmtree(tune[0].workdir)
+    for run, score in zip(tune, [110.0, math.nan, 104.0, 103.0], strict=True):
+        _write_run(run, [150.0, score])
+    assert campaign.status(tune[0]) == "finished"
+    choices = campaign.choose(tune)
+    assert choices["st"].candidate.schedule == schedules[0]  # NaN (diverged) loses.
+    assert math.isinf(dict(choices["st"].scores)[grid.Candidate(1e-3, schedules[1])])
+    assert choices["relaxed"].candidate.schedule == schedules[1]
+
+    # A longer run than asked, or a folder of other settings, is refused.
+    with pytest.raises(campaign.CampaignError, match="more than the 1 asked"):
+        campaign.status(grid.tune_run(tmp_path, st, choices["st"].candidate, epochs=1))
+    other = grid.Run("tune", relaxed, choices["st"].candidate, 0, 2, tune[0].workdir)
+    with pytest.raises(campaign.CampaignError, match="estimator: 'st' there, 'relaxed' here"):
+        campaign.status(other)
+
+    final = {
+        "st": [
+            grid.final_run(tmp_path, st, choices["st"].candidate, seed=s, epochs=3)
+            for s in (0, 1, 2)
+        ],
+        "relaxed": [
+            grid.final_run(tmp_path, relaxed, choices["relaxed"].candidate, seed=s, epochs=3)
+            for s in (0, 1, 2)
+        ],
+    }
+    for run, last in zip(final["st"][:2], [100.5, 101.5], strict=True):
+        _write_run(run, [130.0, 110.0, last])
+    for run, last in zip(final["relaxed"], [97.0, 97.5, 98.0], strict=True):
+        _write_run(run, [120.0, 105.0, last])
+    summary = report.summarize(final, choices)
+    assert summary.missing == (final["st"][2].title,)
+    entry = summary.results["st"]
+    assert entry["seeds"] == [0, 1]
+    assert entry["neg_elbo_mean"] == pytest.approx(101.0)
+    assert entry["neg_elbo_std"] == pytest.approx(math.sqrt(0.5))
+    assert entry["nll_iwae_mean"] == pytest.approx(98.0)
+    assert entry["seconds_per_epoch"] == pytest.approx(4.0)
+    assert summary.results["relaxed"]["neg_elbo_std"] == pytest.approx(0.5)
+    np.testing.assert_allclose(summary.curves["st"], [[130, 110, 100.5], [130, 110, 101.5]])
+
+    table = report.markdown(summary)
+    assert "| ST Gumbel-Softmax | 101.00 ± 0.71 (2 seeds) |" in table
+    assert "≤ 100.0: **missed by 1.00**" in table
+    assert "Best: Gumbel-Softmax (relaxed), 97.50 nats; target ≤ 98.0: met." in table
+    assert "**Incomplete:** not finished: 1 final run (final st: " in table
+
+    paths = report.write(tmp_path / "results", summary)
+    assert json.loads(paths["json"].read_text())["relaxed"]["neg_elbo_mean"] == 97.5
+    assert imread(paths["curves"]).shape[-1] in (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--reinmax-temperatures", "0.5"], "must stay >= 1"),
+        (["--tune-temperatures", "hot"], "is not 'T'"),
+        (["--seeds", "1", "1"], "distinct"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+    ],
+)
+def test_bad_flags_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_before_tuning_says_what_to_run(tmp_path, capsys):
+    status = cli.main(["--phase", "report", "--root", str(tmp_path), "--estimators", "st"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "tuning runs are not finished" in err and "--phase tune" in err
