@@ -22,6 +22,15 @@ from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, Config
 _DEFAULTS = Config()
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where it is ``None`` or an off switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every default is the :class:`Config` default."""
     parser = argparse.ArgumentParser(
@@ -30,11 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the categorical (Gumbel-Softmax) VAE on MNIST and evaluate the discrete model's "
             "negative ELBO and IWAE bound on the test set."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model and estimator")
-    model.add_argument("--latents", type=int, default=_DEFAULTS.latents)
-    model.add_argument("--categories", type=int, default=_DEFAULTS.categories)
+    model.add_argument(
+        "--latents", type=int, default=_DEFAULTS.latents, help="number of categorical latents"
+    )
+    model.add_argument(
+        "--categories", type=int, default=_DEFAULTS.categories, help="categories per latent"
+    )
     model.add_argument(
         "--estimator",
         choices=ESTIMATORS,
@@ -49,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="k of the gumbel-rao estimator",
     )
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
+    training.add_argument(
+        "--epochs",
+        type=int,
+        default=_DEFAULTS.epochs,
+        help="total epochs (a resumed run continues)",
+    )
     training.add_argument(
         "--batch-size",
         type=int,
@@ -57,16 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="an epoch is num_train // batch_size steps; the remainder is skipped that epoch",
     )
     training.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam's step")
-    training.add_argument("--temperature", type=float, default=_DEFAULTS.temperature)
-    training.add_argument("--temperature-min", type=float, default=_DEFAULTS.temperature_min)
-    training.add_argument("--anneal-rate", type=float, default=_DEFAULTS.anneal_rate)
+    training.add_argument(
+        "--temperature", type=float, default=_DEFAULTS.temperature, help="initial temperature"
+    )
+    training.add_argument(
+        "--temperature-min",
+        type=float,
+        default=_DEFAULTS.temperature_min,
+        help="the annealed temperature never goes below this",
+    )
+    training.add_argument(
+        "--anneal-rate",
+        type=float,
+        default=_DEFAULTS.anneal_rate,
+        help="temperature = max(min, initial * exp(-rate * step))",
+    )
     training.add_argument(
         "--anneal-every",
         type=int,
         default=_DEFAULTS.anneal_every,
         help="the temperature is updated every this many global steps",
     )
-    training.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    training.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help="every random number derives from it"
+    )
     training.add_argument(
         "--binarize",
         choices=BINARIZATIONS,
@@ -86,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.eval_samples,
         help="k of the importance-weighted bound computed at the end of training",
     )
-    evaluation.add_argument("--eval-batch-size", type=int, default=_DEFAULTS.eval_batch_size)
+    evaluation.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=_DEFAULTS.eval_batch_size,
+        help="test images per evaluation batch",
+    )
     io = parser.add_argument_group("data and outputs")
     io.add_argument(
         "--data-dir",

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
 from experiments.mnist.config import Config
 from experiments.reproduce import campaign, grid, report
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "binarized MNIST): tune each on a validation split, train it with several seeds, and "
             "write a table, a JSON file and a figure of the test results."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=mnist_cli.HelpFormatter,
     )
     parser.add_argument(
         "--phase",
