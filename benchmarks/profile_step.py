@@ -1,0 +1,88 @@
+"""Where a training step's time goes: op times of the scanned step from a JAX profiler trace.
+
+Usage::
+
+    python -m benchmarks.profile_step [--steps 50] [--estimator st]
+
+Traces one chunk of ``--steps`` training steps (after compiling it), sums the duration of every
+XLA op in the trace and prints the shares of a few categories (matrix products, the Adam update,
+random numbers, the rest). The categories are recognised by the names XLA gives its fused ops on
+CPU, so treat them as a guide; the op times of the two cores add up to more than the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from experiments.mnist import train
+from experiments.mnist.config import ESTIMATORS, Config
+
+# Fused-op name patterns of XLA:CPU, by what the step spends them on.
+CATEGORIES = {
+    "matrix products": r"^(dot|ynn_fusion|onednn|xnn)",
+    "Adam update (elementwise over the parameters)": r"^multiply_add_fusion",
+    "random numbers (threefry loops, Gumbel, binarization)": (
+        r"^(while|exponential_log|negate_log|bitcast_compare|add_bitcast|convert_bitcast)"
+    ),
+}
+_RUNTIME = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "end: ")
+
+
+def op_times(steps: int, estimator: str) -> dict[str, float]:
+    """Microseconds per XLA op name, summed over a traced chunk of ``steps`` training steps."""
+    config = Config(estimator=estimator)
+    step_config = train.StepConfig.from_config(config)
+    state = train.create_train_state(config, data_dim=784)
+    images = jax.device_put(
+        np.random.default_rng(0).integers(0, 256, (60_000, 28, 28), dtype=np.uint8)
+    )
+    indices = train.epoch_batch_indices(
+        jax.random.key(0), 0, num_examples=60_000, steps=steps, batch_size=config.batch_size
+    )
+
+    def chunk(state):
+        return train.train_chunk(state, images, indices, 0, config=step_config, num_steps=steps)
+
+    state, metrics = chunk(state)
+    jax.block_until_ready(metrics)
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            state, metrics = chunk(state)
+            jax.block_until_ready(metrics)
+        trace = sorted(Path(folder).rglob("*.trace.json.gz"))[-1]
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    totals: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and not event["name"].startswith(_RUNTIME):
+            totals[event["name"]] += event.get("dur", 0)
+    return dict(totals)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="st")
+    args = parser.parse_args(argv)
+    totals = op_times(args.steps, args.estimator)
+    total = sum(totals.values())
+    shares = {name: 0.0 for name in [*CATEGORIES, "other"]}
+    for op, microseconds in totals.items():
+        name = next((c for c, p in CATEGORIES.items() if re.match(p, op)), "other")
+        shares[name] += microseconds / total
+    print(f"op time of {args.steps} steps: {total / 1e3:.1f} ms ({total / args.steps:.0f} us/step)")
+    for name, share in shares.items():
+        print(f"  {100 * share:5.1f}%  {name}")
+    return shares
+
+
+if __name__ == "__main__":
+    main()
