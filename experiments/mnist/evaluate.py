@@ -34,11 +34,16 @@ def test_pixels(images: np.ndarray, mode: str) -> jax.Array:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_samples"))
-def _per_example(params, x, key, *, config: Config, num_samples: int):
-    """``(neg_elbo [n], nll_iwae [n] or None)`` over ``x`` in batches of the eval batch size."""
-    model = models.from_config(config, x.shape[-1])
-    n, batch_size = x.shape[0], config.eval_batch_size
+# The jitted functions below are static in the model (a hashable Flax module) and sizes only, not
+# in the whole Config: runs that differ in seed, learning rate or workdir share the compilation.
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "num_samples"))
+def _per_example(
+    params, x, key, *, model: models.CategoricalVAE, batch_size: int, num_samples: int
+):
+    """``(neg_elbo [n], nll_iwae [n] or None)`` over ``x`` in batches of ``batch_size``."""
+    n = x.shape[0]
     num_batches = -(-n // batch_size)
     padded = jnp.pad(x, ((0, num_batches * batch_size - n), (0, 0)))
     batches = padded.reshape(num_batches, batch_size, x.shape[-1])
@@ -81,7 +86,12 @@ def evaluate(
       ``{"test/neg_elbo": ...}``, plus ``"test/nll_iwae"`` when ``num_samples`` is given.
     """
     neg_elbo, nll_iwae = _per_example(
-        params, x, jax.random.key(EVAL_SEED), config=config, num_samples=num_samples or 0
+        params,
+        x,
+        jax.random.key(EVAL_SEED),
+        model=models.from_config(config, x.shape[-1]),
+        batch_size=config.eval_batch_size,
+        num_samples=num_samples or 0,
     )
     result = {"test/neg_elbo": float(jnp.mean(neg_elbo))}
     if nll_iwae is not None:
@@ -89,19 +99,25 @@ def evaluate(
     return result
 
 
-@functools.partial(jax.jit, static_argnames="config")
 def reconstruct(params, x: jax.Array, *, config: Config) -> jax.Array:
     """Pixel probabilities ``[n, data_dim]`` decoded from one one-hot posterior sample of ``x``."""
-    model = models.from_config(config, x.shape[-1])
+    return _reconstruct(params, x, model=models.from_config(config, x.shape[-1]))
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _reconstruct(params, x: jax.Array, *, model: models.CategoricalVAE) -> jax.Array:
     logits = model.apply({"params": params}, x, method=model.encode)
     z = sample.gumbel_max(jax.random.key(EVAL_SEED), logits)
     return jax.nn.sigmoid(model.apply({"params": params}, z, method=model.decode))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num", "data_dim"))
 def sample_prior(params, *, config: Config, num: int, data_dim: int) -> jax.Array:
     """Pixel probabilities ``[num, data_dim]`` decoded from ``num`` samples of the uniform prior."""
-    model = models.from_config(config, data_dim)
-    uniform = jnp.zeros((num, config.latents, config.categories))
+    return _sample_prior(params, model=models.from_config(config, data_dim), num=num)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num"))
+def _sample_prior(params, *, model: models.CategoricalVAE, num: int) -> jax.Array:
+    uniform = jnp.zeros((num, model.latents, model.categories))
     z = sample.gumbel_max(jax.random.key(EVAL_SEED), uniform)
     return jax.nn.sigmoid(model.apply({"params": params}, z, method=model.decode))
