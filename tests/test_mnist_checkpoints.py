@@ -137,6 +137,34 @@ def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
     _assert_same_run(workdir, straight)
 
 
+def test_a_signal_in_the_last_chunk_finishes_the_run_then_exits_130(
+    data_dir, straight, tmp_path, capsys, monkeypatch
+):
+    """SIGINT during the 4th and last chunk: the run ends and writes its outputs, then stops
+    with 130, so that a caller running several trainings (a campaign) stops too."""
+    chunk, calls = train.train_chunk, []
+
+    def chunk_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            signal.raise_signal(signal.SIGINT)
+        return chunk(*args, **kwargs)
+
+    workdir = tmp_path / "run"
+    monkeypatch.setattr(train, "train_chunk", chunk_then_signal)
+    assert cli.main(_args(data_dir, workdir, 2)) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert f"saved a checkpoint at step 12 in {workdir / 'checkpoints'}" in err
+    assert "Traceback" not in err
+    assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1, 2]
+    assert (workdir / "samples.png").is_file()
+    _assert_same_run(workdir, straight)
+
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    assert "already finished epoch 2" in capsys.readouterr().out
+
+
 def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)

@@ -579,6 +579,10 @@ def train_and_evaluate(
                 on_stop=on_stop,
                 partial_epoch=partial_epoch,
             )
+            # A signal during the last chunk ends training normally; it must still stop the caller
+            # (a campaign of runs, say) once this run's outputs are written.
+            stopped = parallel.any_process(received_signal() is not None)
+            late_signal = (received_signal() or signal.SIGINT) if stopped else None
         saved.save(state, epoch=int(state.step) // steps, meta={**run_info, "partial_epoch": None})
 
     if not last and main:
@@ -593,4 +597,6 @@ def train_and_evaluate(
         outputs.save_reconstructions(workdir, np.asarray(shown), reconstructions)
         outputs.save_samples(workdir, samples)
         outputs.save_curves(workdir, outputs.read_metrics(workdir))
+    if late_signal is not None:
+        raise Interrupted(late_signal, step=int(state.step), directory=saved.directory)
     return last
