@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from idx_files import write_random_idx
 
 from experiments.mnist import checkpoints, cli, outputs, train
 from experiments.mnist.config import MAY_CHANGE_ON_RESUME, Config
@@ -29,23 +30,9 @@ STEPS_PER_EPOCH = 6
 TIMEOUT = 240
 
 
-def _write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Random uint8 digits in the IDX layout (unofficial data: needs --allow-unverified-data)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        header = b"".join(d.to_bytes(4, "big") for d in (0x803, *images.shape))
-        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        header = b"".join(d.to_bytes(4, "big") for d in (0x801, n))
-        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
-    return folder
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return _write_idx(tmp_path_factory.mktemp("data"), 96 + 5, 16)  # 5 left out each epoch
+    return write_random_idx(tmp_path_factory.mktemp("data"), 96 + 5, 16)  # 5 left out each epoch
 
 
 def _args(data_dir: Path, workdir: Path, epochs: int, *extra: str) -> list[str]:
@@ -176,7 +163,7 @@ def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path
     assert "estimator" not in err  # --hard is st, the saved estimator
     assert len(err.splitlines()) == 1
 
-    other_data = _write_idx(tmp_path / "other", 101, 16, seed=1)
+    other_data = write_random_idx(tmp_path / "other", 101, 16, seed=1)
     assert cli.main(_args(other_data, workdir, 3)) == 2
     assert "the training data differs" in capsys.readouterr().err
 

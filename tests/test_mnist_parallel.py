@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from idx_files import write_random_idx
 
 from experiments.mnist import parallel
 from experiments.mnist.config import Config
@@ -108,20 +109,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_idx(folder: Path, n_train: int, n_test: int) -> Path:
-    """Random uint8 digits in the IDX layout (unofficial data: needs --allow-unverified-data)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        header = b"".join(d.to_bytes(4, "big") for d in (0x803, *images.shape))
-        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        header = b"".join(d.to_bytes(4, "big") for d in (0x801, n))
-        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
-    return folder
-
-
 # Runs the CLI in one of several processes and saves the parameters this process holds.
 ONE_PROCESS = textwrap.dedent(
     """
@@ -143,7 +130,7 @@ ONE_PROCESS = textwrap.dedent(
 
 
 def test_two_processes_on_localhost_train_together_and_agree(tmp_path):
-    data = _write_idx(tmp_path / "data", 96, 16)
+    data = write_random_idx(tmp_path / "data", 96, 16)
     workdir = tmp_path / "run"
     args = [
         *("--data-dir", str(data), "--allow-unverified-data", "--workdir", str(workdir)),

@@ -124,11 +124,16 @@ def load_idx_folder(data_dir: str | os.PathLike, *, allow_unverified: bool = Fal
                 f"{_HOW_TO_USE_LOCAL}"
             )
         paths[name] = found[0]
+    return _read_idx_files(paths, verify=not allow_unverified, source=f"idx:{folder.resolve()}")
+
+
+def _read_idx_files(paths: dict[str, os.PathLike | str], *, verify: bool, source: str) -> Mnist:
+    """Reads the four files of ``IDX_FILES``, checking their official SHA-256 if ``verify``."""
     arrays = {
         name: read_idx(
-            path,
+            os.fspath(path),
             expected_magic=_IMAGES_MAGIC if "images" in name else _LABELS_MAGIC,
-            expected_sha256=None if allow_unverified else OFFICIAL_SHA256[name],
+            expected_sha256=OFFICIAL_SHA256[name] if verify else None,
         )
         for name, path in paths.items()
     }
@@ -137,7 +142,7 @@ def load_idx_folder(data_dir: str | os.PathLike, *, allow_unverified: bool = Fal
         arrays["train-labels-idx1-ubyte"],
         arrays["t10k-images-idx3-ubyte"],
         arrays["t10k-labels-idx1-ubyte"],
-        source=f"idx:{folder.resolve()}",
+        source=source,
     )
 
 
@@ -288,19 +293,8 @@ def _download_idx_with_tfds(tfds, builder) -> Mnist:
         paths = manager.download(urls)
     except OSError as error:
         raise DataError(_download_failed(error)) from None
-    arrays = {}
-    for name, path in paths.items():
-        arrays[name] = read_idx(
-            os.fspath(path),
-            expected_magic=_IMAGES_MAGIC if "images" in name else _LABELS_MAGIC,
-            expected_sha256=OFFICIAL_SHA256[name],
-        )
-    return _assemble(
-        arrays["train-images-idx3-ubyte"],
-        arrays["train-labels-idx1-ubyte"],
-        arrays["t10k-images-idx3-ubyte"],
-        arrays["t10k-labels-idx1-ubyte"],
-        source=f"tfds-downloads:{builder.data_dir_root / 'downloads'}",
+    return _read_idx_files(
+        paths, verify=True, source=f"tfds-downloads:{builder.data_dir_root / 'downloads'}"
     )
 
 
