@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_process = parallel.is_main_process()
 
     # Imported here so that flag and data errors are reported before the model is built.
-    from experiments.mnist import checkpoints, train
+    from experiments.mnist import checkpoints, run
 
     if main_process:
         print(
@@ -247,11 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     try:
-        final = train.train_and_evaluate(config, data, mesh=mesh)
+        final = run.train_and_evaluate(config, data, mesh=mesh)
     except checkpoints.CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except train.Interrupted as interruption:
+    except run.Interrupted as interruption:
         if main_process:
             print(interruption, file=sys.stderr)
         return interruption.exit_status

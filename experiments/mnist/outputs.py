@@ -1,6 +1,6 @@
 """What a run leaves in its workdir: ``config.json``, ``metrics.jsonl`` and three PNGs.
 
-In a multi-host run only process 0 calls these (see ``train.train_and_evaluate``).
+In a multi-host run only process 0 calls these (see ``run.train_and_evaluate``).
 
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend change),
 so they work without a display.

@@ -153,7 +153,7 @@ def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_op
     Raises:
       CampaignError: a run folder cannot be used (see :func:`status`).
     """
-    from experiments.mnist import train  # Imported here: the model is built only to train.
+    from experiments.mnist import run as mnist_run  # Imported here: only training needs it.
 
     states = [status(run) for run in runs]
     todo = sum(state != "finished" for state in states)
@@ -172,7 +172,7 @@ def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_op
             continue
         verb = "continuing" if state == "partial" else "training"
         print(f"{where}: {verb} in {run.workdir}", flush=True)
-        train.train_and_evaluate(run.config(**config_options), data)
+        mnist_run.train_and_evaluate(run.config(**config_options), data)
         (run.workdir / DEVICE_FILE).write_text(
             json.dumps({"device": device_description(), "jax": jax.__version__}) + "\n"
         )

@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "progress": not args.no_progress,
     }
 
-    from experiments.mnist import checkpoints, train
+    from experiments.mnist import checkpoints, run
 
     try:
         data = None
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except train.Interrupted as interruption:
+    except run.Interrupted as interruption:
         print(f"{interruption}; rerun the same command to continue the campaign", file=sys.stderr)
         return interruption.exit_status
     except KeyboardInterrupt:

@@ -179,7 +179,7 @@ class Run:
         return f"{self.phase} {self.variant.name}: {self.candidate.label}{seed}"
 
     def config(self, *, eval_samples: int, data_dir: str | None, progress: bool) -> Config:
-        """The :class:`Config` of the run for ``experiments.mnist.train.train_and_evaluate``."""
+        """The :class:`Config` of the run for ``experiments.mnist.run.train_and_evaluate``."""
         schedule = self.candidate.schedule
         return Config(
             latents=LATENTS,
