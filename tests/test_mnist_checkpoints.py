@@ -96,20 +96,25 @@ def test_resume_after_an_epoch_is_bitwise_identical(data_dir, straight, tmp_path
     assert json.loads((workdir / outputs.CONFIG_FILE).read_text())["epochs"] == 2
 
 
-def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
-    data_dir, straight, tmp_path, capsys, monkeypatch
-):
-    """SIGINT after the 3rd chunk (step 10, mid-epoch 2): 130, checkpoint, exact resume."""
+def _signal_at_chunk(monkeypatch, number: int) -> None:
+    """Makes the ``number``-th training chunk raise a real SIGINT, to the real handler."""
     chunk, calls = train.train_chunk, []
 
     def chunk_then_signal(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGINT)  # a real signal, to the real handler
+        if len(calls) == number:
+            signal.raise_signal(signal.SIGINT)
         return chunk(*args, **kwargs)
 
-    workdir = tmp_path / "run"
     monkeypatch.setattr(train, "train_chunk", chunk_then_signal)
+
+
+def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
+    data_dir, straight, tmp_path, capsys, monkeypatch
+):
+    """SIGINT after the 3rd chunk (step 10, mid-epoch 2): 130, checkpoint, exact resume."""
+    workdir = tmp_path / "run"
+    _signal_at_chunk(monkeypatch, 3)
     assert cli.main(_args(data_dir, workdir, 2)) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -129,16 +134,8 @@ def test_a_signal_in_the_last_chunk_finishes_the_run_then_exits_130(
 ):
     """SIGINT during the 4th and last chunk: the run ends and writes its outputs, then stops
     with 130, so that a caller running several trainings (a campaign) stops too."""
-    chunk, calls = train.train_chunk, []
-
-    def chunk_then_signal(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            signal.raise_signal(signal.SIGINT)
-        return chunk(*args, **kwargs)
-
     workdir = tmp_path / "run"
-    monkeypatch.setattr(train, "train_chunk", chunk_then_signal)
+    _signal_at_chunk(monkeypatch, 4)
     assert cli.main(_args(data_dir, workdir, 2)) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
