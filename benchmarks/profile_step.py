@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
 
+from benchmarks.epochs import NUM_TRAIN, synthetic_images
 from experiments.mnist import train
 from experiments.mnist.config import ESTIMATORS, Config
 
@@ -42,11 +42,9 @@ def op_times(steps: int, estimator: str) -> dict[str, float]:
     config = Config(estimator=estimator)
     step_config = train.StepConfig.from_config(config)
     state = train.create_train_state(config, data_dim=784)
-    images = jax.device_put(
-        np.random.default_rng(0).integers(0, 256, (60_000, 28, 28), dtype=np.uint8)
-    )
+    images = jax.device_put(synthetic_images())
     indices = train.epoch_batch_indices(
-        jax.random.key(0), 0, num_examples=60_000, steps=steps, batch_size=config.batch_size
+        jax.random.key(0), 0, num_examples=NUM_TRAIN, steps=steps, batch_size=config.batch_size
     )
 
     def chunk(state):
