@@ -31,6 +31,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def add_data_dir_argument(group: argparse._ActionsContainer) -> None:
+    """Adds ``--data-dir`` (the MNIST IDX folder) to a parser or argument group."""
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help=(
+            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
+            f"variable {input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every default is the :class:`Config` default."""
     parser = argparse.ArgumentParser(
@@ -125,14 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test images per evaluation batch",
     )
     io = parser.add_argument_group("data and outputs")
-    io.add_argument(
-        "--data-dir",
-        default=None,
-        help=(
-            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
-            f"variable {input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
-        ),
-    )
+    add_data_dir_argument(io)
     io.add_argument(
         "--allow-unverified-data",
         action="store_true",

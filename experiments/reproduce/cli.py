@@ -82,14 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="k of the importance-weighted bound of each run's last epoch",
     )
     io = parser.add_argument_group("data and outputs")
-    io.add_argument(
-        "--data-dir",
-        default=None,
-        help=(
-            "folder with the four MNIST IDX files; default: the environment variable "
-            f"{input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
-        ),
-    )
+    mnist_cli.add_data_dir_argument(io)
     io.add_argument(
         "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
     )
