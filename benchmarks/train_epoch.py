@@ -4,7 +4,9 @@ Usage::
 
     python -m benchmarks.train_epoch [--repeats 5] [--estimator st] [--out results/benchmark.json]
 
-Prints a table and writes the same figures as JSON. Targets (see README, Performance): a
+Prints a table and writes the same figures as JSON. The random stream is JAX's default one
+(``jax_threefry_partitionable=True``); run it with ``JAX_THREEFRY_PARTITIONABLE=0`` to time the
+older, sequential threefry stream, which is faster on CPU. Targets (see README, Performance): a
 steady-state epoch at >= 70% of the measured matmul peak, compile time <= 3 s, and the hard
 sampler's forward+backward within 1.5x of drawing the noise plus a plain softmax.
 """
@@ -40,7 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="results/benchmark.json", help="where to write the JSON")
     args = parser.parse_args(argv)
 
-    print(f"device: {_device_description()}; jax {jax.__version__}", flush=True)
+    partitionable = bool(jax.config.jax_threefry_partitionable)
+    print(
+        f"device: {_device_description()}; jax {jax.__version__}; "
+        f"jax_threefry_partitionable={partitionable}",
+        flush=True,
+    )
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s", flush=True)
 
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "device": _device_description(),
         "jax": jax.__version__,
+        "jax_threefry_partitionable": partitionable,
         "matmul_peak": peak,
         "epoch": epoch,
         "matmul_only_epoch": floor,

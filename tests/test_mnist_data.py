@@ -150,6 +150,28 @@ def test_bad_flags_give_a_usage_error(args, capsys):
     assert "usage: python -m experiments.mnist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "0"], "error: --lr must be positive, got 0.0"),
+        (["--batch-size", "0"], "error: --batch-size must be a positive integer, got 0"),
+        (["--temperature-min", "-1"], "error: --temperature-min must be positive, got -1.0"),
+    ],
+)
+def test_invalid_settings_are_reported_by_their_flag(args, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(args)
+    assert message in capsys.readouterr().err
+
+
+def test_help_shows_list_defaults_as_values():
+    from experiments.reproduce import cli as reproduce_cli
+
+    text = reproduce_cli.build_parser().format_help()
+    assert "(default: 0 1 2)" in " ".join(text.split())
+    assert "(default: ('" not in text
+
+
 @pytest.fixture
 def no_local_data(tmp_path, monkeypatch):
     """No IDX folder configured; TFDS data dir empty."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import write_random_idx
 from matplotlib.image import imread
 
 from experiments.mnist import input_pipeline
@@ -153,7 +154,7 @@ def test_validation_split_holds_out_the_last_10000_training_images_and_no_test_i
     np.testing.assert_array_equal(split.test_images, data.train_images[50_000:])
     np.testing.assert_array_equal(split.test_labels, data.train_labels[50_000:])
     assert not np.any(split.test_images == 255)  # Nothing of the test set.
-    with pytest.raises(ValueError, match="at least 20000 training images"):
+    with pytest.raises(campaign.CampaignError, match="at least 20000 training images"):
         campaign.validation_split(_fake_mnist(15_000))
 
 
@@ -264,6 +265,29 @@ def test_bad_flags_are_usage_errors(argv, message, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_unofficial_data_needs_allow_unverified_data(tmp_path, monkeypatch, capsys):
+    folder = write_random_idx(tmp_path / "idx", n_train=20_000, n_test=100)
+    argv = ["--phase", "tune", "--estimators", "st", "--tune-lrs", "1e-3", "--no-progress"]
+    argv += ["--data-dir", str(folder), "--root", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    assert "--allow-unverified-data" in capsys.readouterr().err
+
+    trained = []
+    monkeypatch.setattr(campaign, "train_runs", lambda runs, data, **kw: trained.append(kw))
+    monkeypatch.setattr(campaign, "choose", lambda runs: {})
+    assert cli.main([*argv, "--allow-unverified-data", "--compilation-cache", "none"]) == 0
+    assert trained[0]["allow_unverified_data"] is True
+    assert trained[0]["data_dir"] == str(folder)
+
+
+def test_too_few_training_images_for_the_validation_split_is_one_line(tmp_path, capsys):
+    folder = write_random_idx(tmp_path / "idx", n_train=1_000, n_test=100)
+    argv = ["--phase", "tune", "--estimators", "st", "--data-dir", str(folder)]
+    status = cli.main([*argv, "--allow-unverified-data", "--root", str(tmp_path / "runs")])
+    assert status == 2
+    assert "at least 20000 training images" in capsys.readouterr().err
 
 
 def test_report_before_tuning_says_what_to_run(tmp_path, capsys):

@@ -22,17 +22,24 @@ from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, Config
 _DEFAULTS = Config()
 
 
+# Config fields whose flag is not the field's name with dashes.
+_FLAGS = {"learning_rate": "--lr"}
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except where it is ``None`` or an off switch."""
+    """Shows each flag's default (a list as its values), except ``None`` and off switches."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False:
             return action.help
+        if isinstance(action.default, list | tuple):
+            values = " ".join(map(str, action.default)).replace("%", "%%")
+            return f"{action.help or ''} (default: {values})".lstrip()
         return super()._get_help_string(action)
 
 
-def add_data_dir_argument(group: argparse._ActionsContainer) -> None:
-    """Adds ``--data-dir`` (the MNIST IDX folder) to a parser or argument group."""
+def add_data_arguments(group: argparse._ActionsContainer) -> None:
+    """Adds ``--data-dir`` and ``--allow-unverified-data`` to a parser or argument group."""
     group.add_argument(
         "--data-dir",
         default=None,
@@ -40,6 +47,11 @@ def add_data_dir_argument(group: argparse._ActionsContainer) -> None:
             "folder with the four MNIST IDX files (gzipped or not); default: the environment "
             f"variable {input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
         ),
+    )
+    group.add_argument(
+        "--allow-unverified-data",
+        action="store_true",
+        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
     )
 
 
@@ -137,12 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test images per evaluation batch",
     )
     io = parser.add_argument_group("data and outputs")
-    add_data_dir_argument(io)
-    io.add_argument(
-        "--allow-unverified-data",
-        action="store_true",
-        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
-    )
+    add_data_arguments(io)
     io.add_argument("--workdir", default=_DEFAULTS.workdir, help="folder for the outputs")
     io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     hosts = parser.add_argument_group(
@@ -178,12 +185,23 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The run's config from parsed flags (the data folder resolved from the environment).
 
     Raises:
-      ValueError: a setting is invalid.
+      ValueError: a setting is invalid; the message names its flag.
     """
     if args.hard and args.estimator not in (None, "st"):
         raise ValueError(
             f"--hard means --estimator st; it contradicts --estimator {args.estimator}"
         )
+    try:
+        return _config(args)
+    except ValueError as error:
+        # Config names its fields (``learning_rate must be positive``); the CLI names the flag.
+        field, _, rest = str(error).partition(" ")
+        if field not in Config.__dataclass_fields__:
+            raise
+        raise ValueError(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {rest}") from None
+
+
+def _config(args: argparse.Namespace) -> Config:
     return Config(
         latents=args.latents,
         categories=args.categories,

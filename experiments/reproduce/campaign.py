@@ -56,11 +56,14 @@ def validation_split(data: input_pipeline.Mnist) -> input_pipeline.Mnist:
       validation images (the last ``NUM_VALIDATION`` training images); the test set is dropped.
 
     Raises:
-      ValueError: fewer than ``2 * NUM_VALIDATION`` training images.
+      CampaignError: fewer than ``2 * NUM_VALIDATION`` training images.
     """
     n = len(data.train_images)
     if n < 2 * NUM_VALIDATION:
-        raise ValueError(f"need at least {2 * NUM_VALIDATION} training images, got {n}")
+        raise CampaignError(
+            f"the validation split needs at least {2 * NUM_VALIDATION} training images, got {n} "
+            f"in {data.source}: use the full MNIST training set"
+        )
     cut = n - NUM_VALIDATION
     return input_pipeline.Mnist(
         train_images=data.train_images[:cut],
@@ -124,7 +127,8 @@ def status(run: grid.Run) -> str:
     if epochs > run.epochs:
         raise CampaignError(
             f"{run.workdir} has trained {epochs} epochs, more than the {run.epochs} asked: pass "
-            f"the same epochs again, or another --root"
+            f"{'--tune-epochs' if run.phase == 'tune' else '--epochs'} {epochs} (or more), or "
+            "another --root"
         )
     if records and records[-1]["epoch"] == run.epochs and "test/nll_iwae" in records[-1]:
         return "finished"
@@ -148,7 +152,8 @@ def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_op
     Args:
       runs: the runs, in order.
       data: the data of their phase.
-      **config_options: ``eval_samples``, ``data_dir`` and ``progress`` of :meth:`grid.Run.config`.
+      **config_options: ``eval_samples``, ``data_dir``, ``progress`` and
+        ``allow_unverified_data`` of :meth:`grid.Run.config`.
 
     Raises:
       CampaignError: a run folder cannot be used (see :func:`status`).

@@ -39,16 +39,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PHASES,
         default="all",
         help="tune: the validation grid; final: the chosen settings with every seed, then the "
-        "report; all: both; report: only the report, from finished runs",
+        "report; all: tune, final and report; report: only the report, from finished runs (the "
+        "tuning must be finished)",
     )
     parser.add_argument(
-        "--estimators", nargs="+", choices=tuple(grid.VARIANTS), default=tuple(grid.VARIANTS)
+        "--estimators",
+        nargs="+",
+        choices=tuple(grid.VARIANTS),
+        default=tuple(grid.VARIANTS),
+        metavar="NAME",
+        help="estimators to compare",
     )
     parser.add_argument("--epochs", type=int, default=100, help="epochs of each final run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=(0, 1, 2), help="seeds of each final run"
+    )
     tuning = parser.add_argument_group("tuning grid (every learning rate x every schedule)")
     tuning.add_argument("--tune-epochs", type=int, default=20, help="epochs of each tuning run")
-    tuning.add_argument("--tune-lrs", type=float, nargs="+", default=grid.LEARNING_RATES)
+    tuning.add_argument(
+        "--tune-lrs",
+        type=float,
+        nargs="+",
+        default=grid.LEARNING_RATES,
+        metavar="LR",
+        help="Adam learning rates to try",
+    )
     tuning.add_argument(
         "--tune-temperatures",
         nargs="+",
@@ -82,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="k of the importance-weighted bound of each run's last epoch",
     )
     io = parser.add_argument_group("data and outputs")
-    mnist_cli.add_data_dir_argument(io)
+    mnist_cli.add_data_arguments(io)
     io.add_argument(
         "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
     )
@@ -179,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {
         "eval_samples": args.eval_samples,
         "data_dir": data_dir,
+        "allow_unverified_data": args.allow_unverified_data,
         "progress": not args.no_progress,
     }
 
@@ -187,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = None
         if args.phase != "report":
-            data = input_pipeline.load(data_dir)
+            data = input_pipeline.load(data_dir, allow_unverified=args.allow_unverified_data)
             print(f"MNIST from {data.source}; runs in {root}", flush=True)
             _enable_compilation_cache(args.compilation_cache, root)
         if args.phase in ("tune", "all"):

@@ -178,7 +178,14 @@ class Run:
         seed = f", seed {self.seed}" if self.phase == "final" else ""
         return f"{self.phase} {self.variant.name}: {self.candidate.label}{seed}"
 
-    def config(self, *, eval_samples: int, data_dir: str | None, progress: bool) -> Config:
+    def config(
+        self,
+        *,
+        eval_samples: int,
+        data_dir: str | None,
+        progress: bool,
+        allow_unverified_data: bool = False,
+    ) -> Config:
         """The :class:`Config` of the run for ``experiments.mnist.run.train_and_evaluate``."""
         schedule = self.candidate.schedule
         return Config(
@@ -196,6 +203,7 @@ class Run:
             eval_samples=eval_samples,
             seed=self.seed,
             data_dir=data_dir,
+            allow_unverified_data=allow_unverified_data,
             workdir=str(self.workdir),
             progress=progress,
         )
