@@ -8,12 +8,15 @@ depend on the pixel values.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import statistics
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from benchmarks.timing import time_call
 from experiments.mnist import train
@@ -42,13 +45,14 @@ def flops_per_example(config: Config, data_dim: int = 784) -> float:
     return 3 * 2 * sum(a * b for a, b in layer_shapes(config, data_dim))
 
 
-def matmul_floor_benchmark(config: Config, *, repeats: int = 3) -> dict:
+def matmul_floor_benchmark(config: Config, *, adam: bool = False, repeats: int = 3) -> dict:
     """Times an epoch of nothing but the model's matrix products: a practical floor.
 
     The same six layer shapes at the same batch size, forward and backward, with a plain SGD
-    update and no bias, sampling, binarization, loss or Adam: the time XLA needs for the
-    epoch's matmuls alone at this batch size, which no implementation of the model can beat by
-    much on this machine.
+    update and no bias, sampling, binarization or loss: the time XLA needs for the epoch's
+    matmuls alone at this batch size, which no implementation of the model can beat by much on
+    this machine. With ``adam=True`` the update is the experiment's ``optax.adam`` instead of
+    SGD: the floor of any implementation that trains these weights with Adam.
 
     Returns:
       ``{"epoch_s", "gflops"}`` for a 60,000-example epoch (the min over ``repeats``).
@@ -64,17 +68,32 @@ def matmul_floor_benchmark(config: Config, *, repeats: int = 3) -> dict:
             x = jnp.tanh(x @ w)
         return jnp.sum(x)
 
+    optimizer = optax.adam(1e-3) if adam else optax.sgd(1e-3)
+
     @jax.jit
-    def epoch(weights, inputs):
-        def step(weights, x):
-            grads = jax.grad(loss)(weights, x)
-            return [w - 1e-3 * g for w, g in zip(weights, grads, strict=True)], None
+    def epoch(weights, opt_state, inputs):
+        def step(carry, x):
+            weights, opt_state = carry
+            updates, opt_state = optimizer.update(jax.grad(loss)(weights, x), opt_state)
+            return (optax.apply_updates(weights, updates), opt_state), None
 
-        return jax.lax.scan(step, weights, inputs)[0]
+        return jax.lax.scan(step, (weights, opt_state), inputs)[0]
 
-    seconds = time_call(epoch, weights, inputs, repeats=repeats)["min_s"]
+    opt_state = optimizer.init(weights)
+    seconds = time_call(epoch, weights, opt_state, inputs, repeats=repeats)["min_s"]
     gflop = flops_per_example(config) * steps * config.batch_size / 1e9
     return {"epoch_s": seconds, "gflops": gflop / seconds}
+
+
+@contextlib.contextmanager
+def threefry_partitionable(value: bool) -> Iterator[None]:
+    """Sets ``jax_threefry_partitionable`` inside the block (jitted functions retrace for it)."""
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", value)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
 
 
 def epoch_benchmark(config: Config, *, repeats: int = 5) -> dict:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.profile_step [--steps 50] [--estimator st]
+    python -m benchmarks.profile_step [--steps 50] [--estimator st] [--out results/profile.json]
 
 Traces one chunk of ``--steps`` training steps (after compiling it), sums the duration of every
 XLA op in the trace and prints the shares of a few categories (matrix products, the Adam update,
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--estimator", choices=ESTIMATORS, default="st")
+    parser.add_argument("--out", default=None, help="also write the shares as JSON here")
     args = parser.parse_args(argv)
     totals = op_times(args.steps, args.estimator)
     total = sum(totals.values())
@@ -79,6 +80,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"op time of {args.steps} steps: {total / 1e3:.1f} ms ({total / args.steps:.0f} us/step)")
     for name, share in shares.items():
         print(f"  {100 * share:5.1f}%  {name}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        top = sorted(totals.items(), key=lambda item: -item[1])[:20]
+        result = {
+            "device": f"{jax.devices()[0].platform} ({jax.device_count()} device(s))",
+            "jax": jax.__version__,
+            "estimator": args.estimator,
+            "steps": args.steps,
+            "us_per_step": total / args.steps,
+            "shares": shares,
+            "top_ops_us_per_step": {op: us / args.steps for op, us in top},
+        }
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
     return shares
 
 

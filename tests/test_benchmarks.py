@@ -1,0 +1,25 @@
+"""The benchmarks' arithmetic and a smoke run of their floors (no timing is asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import epochs
+from experiments.mnist.config import Config
+
+
+def test_flops_of_the_tutorial_model_are_7_3_mflop_per_example():
+    # 784x512 + 512x256 + 256x300 + 300x256 + 256x512 + 512x784 multiply-adds, x2 x3.
+    macs = 784 * 512 + 512 * 256 + 256 * 300 + 300 * 256 + 256 * 512 + 512 * 784
+    assert macs == 1_218_560
+    assert epochs.flops_per_example(Config()) == 6 * macs
+    assert epochs.layer_shapes(Config(latents=20))[2] == (256, 200)
+
+
+@pytest.mark.parametrize("adam", [False, True])
+def test_matmul_floors_run_and_report_an_epoch(adam):
+    config = Config(hidden=(8,), latents=2, categories=2, batch_size=1_000)
+    result = epochs.matmul_floor_benchmark(config, adam=adam, repeats=1)
+    assert result["epoch_s"] > 0
+    gflop = epochs.flops_per_example(config) * epochs.NUM_TRAIN / 1e9
+    assert result["gflops"] == pytest.approx(gflop / result["epoch_s"])
