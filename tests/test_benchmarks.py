@@ -23,3 +23,12 @@ def test_matmul_floors_run_and_report_an_epoch(adam):
     assert result["epoch_s"] > 0
     gflop = epochs.flops_per_example(config) * epochs.NUM_TRAIN / 1e9
     assert result["gflops"] == pytest.approx(gflop / result["epoch_s"])
+
+
+def test_threefry_partitionable_is_set_inside_the_block_and_restored():
+    import jax
+
+    before = jax.config.jax_threefry_partitionable
+    with epochs.threefry_partitionable(not before):
+        assert jax.config.jax_threefry_partitionable == (not before)
+    assert jax.config.jax_threefry_partitionable == before
