@@ -48,7 +48,9 @@ def _args(data_dir: Path, workdir: Path, epochs: int, *extra: str) -> list[str]:
 def _final_arrays(workdir: Path) -> tuple[int, list[np.ndarray]]:
     """The step and every array (params, Adam state, step, key data) of the newest checkpoint."""
     config = Config.from_json((workdir / outputs.CONFIG_FILE).read_text())
-    target = train.create_train_state(config, data_dim=784)
+    target = train.create_train_state(
+        config, data_dim=784, total_steps=config.epochs * STEPS_PER_EPOCH
+    )
     with checkpoints.RunCheckpoints(workdir) as saved:
         restored = saved.restore_latest(target)
     state = restored.state
@@ -169,6 +171,17 @@ def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path
     assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
 
 
+def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "cosine"
+    assert cli.main(_args(data_dir, workdir, 1, "--lr-schedule", "cosine")) == 0
+    step, arrays = _final_arrays(workdir)
+    assert step == STEPS_PER_EPOCH
+    assert int(arrays[-2]) == STEPS_PER_EPOCH  # the state's step, next to the key data
+    capsys.readouterr()
+    assert cli.main(_args(data_dir, workdir, 2, "--lr-schedule", "cosine")) == 2
+    assert "epochs: 1 -> 2" in capsys.readouterr().err
+
+
 def test_only_run_length_chunking_evaluation_and_outputs_may_change():
     assert {"epochs", "chunk_steps", "eval_samples", "workdir"} <= MAY_CHANGE_ON_RESUME
     saved = Config().to_dict()
@@ -179,6 +192,22 @@ def test_only_run_length_chunking_evaluation_and_outputs_may_change():
         "anneal_every: 100 -> 50",
         "binarize: 'dynamic' -> 'none'",
         "seed: 0 -> 1",
+    ]
+
+
+def test_a_setting_missing_from_an_older_checkpoint_counts_as_its_default():
+    saved = {k: v for k, v in Config().to_dict().items() if k != "lr_schedule"}
+    assert Config().fixed_on_resume_differences(saved) == []
+    assert Config(lr_schedule="cosine").fixed_on_resume_differences(saved) == [
+        "lr_schedule: 'constant' -> 'cosine'"
+    ]
+
+
+def test_with_the_cosine_schedule_the_number_of_epochs_is_fixed():
+    saved = Config(lr_schedule="cosine").to_dict()
+    assert Config(lr_schedule="cosine", chunk_steps=7).fixed_on_resume_differences(saved) == []
+    assert Config(lr_schedule="cosine", epochs=20).fixed_on_resume_differences(saved) == [
+        "epochs: 10 -> 20"
     ]
 
 

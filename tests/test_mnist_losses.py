@@ -80,6 +80,7 @@ def test_config_round_trips_through_json():
         ({"categories": 1}, "categories must be at least 2"),
         ({"estimator": "nope"}, "estimator must be one of"),
         ({"binarize": "static"}, "binarize must be one of"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"estimator": "reinmax"}, "reinmax needs a temperature >= 1"),
     ],

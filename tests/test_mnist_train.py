@@ -135,3 +135,40 @@ def test_every_estimator_trains(images, estimator):
     state, results = _fit(config, images)
     assert np.isfinite(results[0].train_loss)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+
+
+def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():
+    assert train.learning_rate(TINY, total_steps=None) == TINY.learning_rate
+    cosine = Config(**{**TINY.to_dict(), "lr_schedule": "cosine", "learning_rate": 0.01})
+    schedule = train.learning_rate(cosine, total_steps=10)
+    np.testing.assert_allclose(
+        [schedule(0), schedule(5), schedule(10)], [0.01, 0.005, 0.0], rtol=1e-6, atol=1e-9
+    )
+    with pytest.raises(ValueError, match="needs the run's total_steps"):
+        train.learning_rate(cosine, total_steps=None)
+
+
+def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(images):
+    config = Config(**{**TINY.to_dict(), "lr_schedule": "cosine", "epochs": 1})
+    steps = config.steps_per_epoch(NUM_EXAMPLES)
+    state = train.create_train_state(config, data_dim=784, total_steps=steps)
+    _, data_key, _ = train.run_keys(config.seed)
+    indices = train.epoch_batch_indices(
+        data_key, 0, num_examples=NUM_EXAMPLES, steps=steps, batch_size=config.batch_size
+    )
+    step_config = train.StepConfig.from_config(config)
+
+    def change(state, start):  # The chunk donates ``state``: read its parameters first.
+        before = jax.tree.map(np.asarray, state.params)
+        after, _ = train.train_chunk(state, images, indices, start, config=step_config, num_steps=1)
+        diffs = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), after.params, before)
+        return max(jax.tree.leaves(diffs)), after
+
+    first, state = change(state, 0)
+    for start in range(1, steps - 1):
+        _, state = change(state, start)
+    last, _ = change(state, steps - 1)
+    # Adam moves every parameter by about the learning rate: 1e-3 at the first step, and
+    # 1e-3 * (1 + cos(pi * 4 / 5)) / 2 = 9.5e-5 at the last of 5 steps.
+    assert first > 5e-4
+    assert last < 2e-4

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 
 from experiments.mnist import input_pipeline, outputs, parallel
-from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, Config
+from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, LR_SCHEDULES, Config
 
 _DEFAULTS = Config()
 
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an epoch is num_train // batch_size steps; the remainder is skipped that epoch",
     )
     training.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam's step")
+    training.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=_DEFAULTS.lr_schedule,
+        help="cosine: decay --lr to 0 over the run's --epochs (which then cannot change on resume)",
+    )
     training.add_argument(
         "--temperature", type=float, default=_DEFAULTS.temperature, help="initial temperature"
     )
@@ -208,6 +214,7 @@ def _config(args: argparse.Namespace) -> Config:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         estimator="st" if args.hard else (args.estimator or _DEFAULTS.estimator),
         gumbel_rao_samples=args.gumbel_rao_samples,
         temperature=args.temperature,

@@ -14,6 +14,7 @@ from typing import Any
 from gumbel_jax.estimators import NAMES as ESTIMATORS
 
 BINARIZATIONS = ("dynamic", "none")
+LR_SCHEDULES = ("constant", "cosine")
 
 # Settings a resumed run may change: they do not change what is trained or how (``epochs`` only
 # moves the end; chunking, evaluation and outputs do not touch the training numbers; the data
@@ -44,7 +45,10 @@ class Config:
       epochs: number of passes over the training set.
       batch_size: examples per training step. An epoch is ``num_train // batch_size`` steps; the
         remainder of the (shuffled) training set is left out of that epoch.
-      learning_rate: Adam's step size.
+      learning_rate: Adam's step size (its peak, with ``lr_schedule="cosine"``).
+      lr_schedule: ``constant``, or ``cosine``: decayed from ``learning_rate`` to 0 over the
+        run's ``epochs`` (``optax.cosine_decay_schedule``), so ``epochs`` then cannot change on
+        resume.
       estimator: gradient estimator from ``gumbel_jax.estimators`` (one of ``ESTIMATORS``).
       gumbel_rao_samples: ``num_samples`` (k) of the ``gumbel-rao`` estimator.
       temperature: initial temperature of the relaxation.
@@ -70,6 +74,7 @@ class Config:
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     estimator: str = "relaxed"
     gumbel_rao_samples: int = 10
     temperature: float = 1.0
@@ -125,6 +130,8 @@ class Config:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.binarize not in BINARIZATIONS:
             raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {self.binarize!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
             raise ValueError(
                 "reinmax needs a temperature >= 1 throughout (its authors' recommendation), got "
@@ -163,6 +170,10 @@ class Config:
     def fixed_on_resume_differences(self, saved: dict[str, Any]) -> list[str]:
         """The settings outside ``MAY_CHANGE_ON_RESUME`` where ``saved`` differs from this config.
 
+        A setting missing from ``saved`` (a run saved before the setting existed) counts as its
+        default. With the cosine learning-rate schedule ``epochs`` is fixed too: the schedule
+        decays over the run's length.
+
         Args:
           saved: the settings of the checkpointed run (:meth:`to_dict` of its config).
 
@@ -170,11 +181,16 @@ class Config:
           ``"name: saved -> now"`` for each differing setting, in field order (empty when the run
           may resume).
         """
+        defaults = Config().to_dict()
+        saved = {**defaults, **saved}
         now = self.to_dict()
+        fixed = {name for name in now if name not in MAY_CHANGE_ON_RESUME}
+        if self.lr_schedule == "cosine":
+            fixed.add("epochs")
         return [
-            f"{name}: {saved.get(name)!r} -> {now[name]!r}"
+            f"{name}: {saved[name]!r} -> {now[name]!r}"
             for name in now
-            if name not in MAY_CHANGE_ON_RESUME and saved.get(name) != now[name]
+            if name in fixed and saved.get(name) != now[name]
         ]
 
     def steps_per_epoch(self, num_train: int) -> int:

@@ -119,7 +119,8 @@ def train_and_evaluate(
     parallel.check_batch_size(config.batch_size, mesh)
     steps = config.steps_per_epoch(len(data.train_images))
     test_x = parallel.replicate(evaluate.test_pixels(data.test_images, config.binarize), mesh)
-    state = parallel.replicate(create_train_state(config, data_dim=test_x.shape[-1]), mesh)
+    state = create_train_state(config, data_dim=test_x.shape[-1], total_steps=config.epochs * steps)
+    state = parallel.replicate(state, mesh)
     run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
     last: dict[str, Any] = {}
 

@@ -133,15 +133,43 @@ def estimator(config: Config | StepConfig) -> Callable[..., jax.Array]:
     return fn
 
 
-def create_train_state(config: Config, *, data_dim: int) -> TrainState:
-    """Initialises the model and Adam from ``config.seed``."""
+def learning_rate(config: Config, *, total_steps: int | None) -> float | optax.Schedule:
+    """Adam's learning rate: ``config.learning_rate``, or its cosine decay to 0.
+
+    Args:
+      config: the run's settings.
+      total_steps: the run's training steps (``epochs * steps_per_epoch``); needed for the
+        cosine schedule, which reaches 0 after them.
+
+    Raises:
+      ValueError: the cosine schedule without ``total_steps``.
+    """
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if total_steps is None or total_steps < 1:
+        raise ValueError(
+            f"the cosine learning-rate schedule needs the run's total_steps >= 1, got {total_steps}"
+        )
+    return optax.cosine_decay_schedule(config.learning_rate, decay_steps=total_steps)
+
+
+def create_train_state(
+    config: Config, *, data_dim: int, total_steps: int | None = None
+) -> TrainState:
+    """Initialises the model and Adam from ``config.seed``.
+
+    Args:
+      config: the run's settings.
+      data_dim: pixels per image (784).
+      total_steps: the run's training steps, for ``config.lr_schedule == "cosine"``.
+    """
     init_key, _, train_key = run_keys(config.seed)
     model = models.from_config(config, data_dim)
     params = model.init(init_key, jnp.zeros((1, data_dim)), jax.nn.softmax)["params"]
     state = TrainState.create(
         apply_fn=model.apply,
         params=params,
-        tx=optax.adam(config.learning_rate),
+        tx=optax.adam(learning_rate(config, total_steps=total_steps)),
         key=train_key,
     )
     # An int32 array rather than Python's 0, so that the first chunk compiles like the others.
