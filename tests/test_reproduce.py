@@ -172,6 +172,35 @@ def test_parse_schedule():
         grid.parse_schedule("0.5:1.0")
 
 
+def test_the_learning_rate_schedule_is_a_tuning_dimension_named_only_when_not_constant():
+    st, schedule = grid.VARIANTS["st"], grid.Schedule(1.5, 1.5)
+    grid_ = grid.candidates(st, (1e-3,), (schedule,), (), ("constant", "cosine"))
+    assert [c.slug for c in grid_] == ["lr0.001-t1.5-const", "lr0.001-cosine-t1.5-const"]
+    assert [c.label for c in grid_] == [
+        "lr 0.001, τ 1.5 constant",
+        "lr 0.001 cosine, τ 1.5 constant",
+    ]
+    assert grid.candidates(st, (1e-3,), (schedule,), ()) == grid_[:1]  # constant by default
+    run = grid.final_run(Path("r"), st, grid_[1], seed=0, epochs=3)
+    assert run.config(eval_samples=1, data_dir=None, progress=False).lr_schedule == "cosine"
+
+
+def test_a_run_saved_before_lr_schedule_existed_is_a_constant_rate_run(tmp_path):
+    st = grid.VARIANTS["st"]
+    candidate = grid.Candidate(1e-3, grid.Schedule(1.0, 1.0))
+    run = grid.tune_run(tmp_path, st, candidate, epochs=1)
+    run.workdir.mkdir(parents=True)
+    config = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
+    del config["lr_schedule"]
+    (run.workdir / "config.json").write_text(json.dumps(config))
+    assert campaign.status(run) == "new"
+    cosine = grid.Run(
+        "tune", st, grid.Candidate(1e-3, candidate.schedule, "cosine"), 0, 1, run.workdir
+    )
+    with pytest.raises(campaign.CampaignError, match="lr_schedule: 'constant' there, 'cosine'"):
+        campaign.status(cosine)
+
+
 def _write_run(run: grid.Run, neg_elbos, *, final=True) -> None:
     """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch."""
     run.workdir.mkdir(parents=True)

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 
 from experiments.mnist import input_pipeline, outputs
+from experiments.mnist.config import Config
 from experiments.reproduce import grid
 
 NUM_VALIDATION = 10_000
@@ -35,6 +36,7 @@ _DEFINING_SETTINGS = (
     "estimator",
     "gumbel_rao_samples",
     "learning_rate",
+    "lr_schedule",
     "temperature",
     "temperature_min",
     "anneal_rate",
@@ -110,7 +112,8 @@ def status(run: grid.Run) -> str:
     """
     config_path = run.workdir / outputs.CONFIG_FILE
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        # A setting missing from an older run's config.json has its default value.
+        saved = {**Config().to_dict(), **json.loads(config_path.read_text())}
         expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
         differences = [
             f"{name}: {saved.get(name)!r} there, {expected[name]!r} here"

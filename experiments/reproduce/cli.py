@@ -17,7 +17,7 @@ from pathlib import Path
 
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import Config
+from experiments.mnist.config import LR_SCHEDULES, Config
 from experiments.reproduce import campaign, grid, report
 
 PHASES = ("tune", "final", "all", "report")
@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=grid.LEARNING_RATES,
         metavar="LR",
         help="Adam learning rates to try",
+    )
+    tuning.add_argument(
+        "--tune-lr-schedules",
+        nargs="+",
+        choices=LR_SCHEDULES,
+        default=grid.LR_SCHEDULES,
+        metavar="SCHEDULE",
+        help="learning-rate schedules to try: constant, cosine (decayed to 0 over the run)",
     )
     tuning.add_argument(
         "--tune-temperatures",
@@ -188,7 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_runs = [
         grid.tune_run(root, v, c, epochs=args.tune_epochs)
         for v in variants
-        for c in grid.candidates(v, tuple(args.tune_lrs), schedules, reinmax_schedules)
+        for c in grid.candidates(
+            v,
+            tuple(args.tune_lrs),
+            schedules,
+            reinmax_schedules,
+            tuple(dict.fromkeys(args.tune_lr_schedules)),
+        )
     ]
     data_dir = input_pipeline.resolve_data_dir(args.data_dir)
     options = {

@@ -46,6 +46,7 @@ VARIANTS: dict[str, Variant] = {
 # Default grids. Jang et al. anneal max(0.5, exp(-r t)) with r in {1e-5, 1e-4} every N in
 # {500, 1000} steps; r = 1e-4 every 500 steps reaches 0.5 after ~7,000 steps (14 tuning epochs).
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+LR_SCHEDULES = ("constant",)
 TEMPERATURES = ("1.0:0.5", "1.0")
 REINMAX_TEMPERATURES = ("1.0", "1.5")
 ANNEAL_RATE = 1e-4
@@ -117,23 +118,34 @@ def parse_schedule(spec: str, *, rate: float = ANNEAL_RATE, every: int = ANNEAL_
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """Settings the tuning chooses: a learning rate and a temperature schedule."""
+    """Settings the tuning chooses: a learning rate (and its schedule) and a temperature schedule.
+
+    ``lr_schedule`` is ``Config.lr_schedule``: ``constant``, or ``cosine`` (decayed to 0 over the
+    run). A constant rate leaves it out of the folder name and the label.
+    """
 
     learning_rate: float
     schedule: Schedule
+    lr_schedule: str = "constant"
+
+    @property
+    def _lr_suffix(self) -> str:
+        return "" if self.lr_schedule == "constant" else f"-{self.lr_schedule}"
 
     @property
     def slug(self) -> str:
-        return f"lr{self.learning_rate:g}-{self.schedule.slug}"
+        return f"lr{self.learning_rate:g}{self._lr_suffix}-{self.schedule.slug}"
 
     @property
     def label(self) -> str:
-        return f"lr {self.learning_rate:g}, {self.schedule.label}"
+        decay = "" if self.lr_schedule == "constant" else f" {self.lr_schedule}"
+        return f"lr {self.learning_rate:g}{decay}, {self.schedule.label}"
 
     def to_dict(self) -> dict:
         """The settings as the JSON of the report gives them."""
         return {
             "learning_rate": self.learning_rate,
+            "lr_schedule": self.lr_schedule,
             "temperature": self.schedule.start,
             "temperature_min": self.schedule.minimum,
             "anneal_rate": self.schedule.rate,
@@ -147,10 +159,17 @@ def candidates(
     learning_rates: tuple[float, ...],
     schedules: tuple[Schedule, ...],
     reinmax_schedules: tuple[Schedule, ...],
+    lr_schedules: tuple[str, ...] = LR_SCHEDULES,
 ) -> tuple[Candidate, ...]:
-    """The tuning grid of ``variant``: every learning rate with every schedule of its family."""
+    """The tuning grid of ``variant``: every learning rate and learning-rate schedule with every
+    temperature schedule of its family."""
     family = reinmax_schedules if variant.estimator == "reinmax" else schedules
-    return tuple(Candidate(lr, s) for lr in learning_rates for s in family)
+    return tuple(
+        Candidate(lr, s, lr_schedule)
+        for lr in learning_rates
+        for lr_schedule in lr_schedules
+        for s in family
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +212,7 @@ class Run:
             categories=CATEGORIES,
             epochs=self.epochs,
             learning_rate=self.candidate.learning_rate,
+            lr_schedule=self.candidate.lr_schedule,
             estimator=self.variant.estimator,
             gumbel_rao_samples=self.variant.gumbel_rao_samples or Config.gumbel_rao_samples,
             temperature=schedule.start,

@@ -176,6 +176,13 @@ def _target_text(mean: float | None, target: float | None) -> str:
     return f"≤ {target:.1f}: **{gap}**"
 
 
+def _lr_schedule_note(results: Mapping[str, dict]) -> str:
+    """Words on the learning-rate schedules, where any chosen one is not constant."""
+    if all(e["settings"].get("lr_schedule", "constant") == "constant" for e in results.values()):
+        return ""
+    return " (a learning rate marked cosine decays to 0 over the run)"
+
+
 def markdown(summary: Summary) -> str:
     """The results as a Markdown section: the table, the best estimator, the tuning grid."""
     results = summary.results
@@ -194,7 +201,8 @@ def markdown(summary: Summary) -> str:
             f"Test negative ELBO and IWAE bound in nats (lower is better), mean ± sample standard "
             f"deviation over {_plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))}); "
             f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
-            f"batch {Config.batch_size}, Adam, encoder 784-{'-'.join(map(str, Config.hidden))}-"
+            f"batch {Config.batch_size}, Adam{_lr_schedule_note(results)}, encoder "
+            f"784-{'-'.join(map(str, Config.hidden))}-"
             f"({grid.LATENTS}x{grid.CATEGORIES}) and mirrored decoder; the discrete model "
             "evaluated on the test set (binarized once). Settings chosen by validation negative "
             f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
