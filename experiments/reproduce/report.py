@@ -198,8 +198,13 @@ def markdown(summary: Summary) -> str:
         seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
         devices = sorted({entry["device"] for entry in results.values()})
         lines += [
-            f"Test negative ELBO and IWAE bound in nats (lower is better), mean ± sample standard "
-            f"deviation over {_plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))}); "
+            "Test negative ELBO and IWAE bound in nats (lower is better), "
+            + (
+                f"mean ± sample standard deviation over {len(seeds)} seeds "
+                if len(seeds) > 1
+                else "one seed "
+            )
+            + f"({', '.join(map(str, seeds))}; a row with fewer seeds says so); "
             f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
             f"batch {Config.batch_size}, Adam{_lr_schedule_note(results)}, encoder "
             f"784-{'-'.join(map(str, Config.hidden))}-"
