@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except run.Interrupted as interruption:
-        print(f"{interruption}; rerun the same command to continue the campaign", file=sys.stderr)
+        print(f"{interruption}, which also continues the campaign", file=sys.stderr)
         return interruption.exit_status
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue the campaign", file=sys.stderr)
