@@ -167,6 +167,14 @@ class Config:
         """Builds a config from the JSON text :meth:`to_json` writes."""
         return cls.from_dict(json.loads(text))
 
+    @classmethod
+    def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Saved settings (a ``config.json``) completed with the default of every missing one.
+
+        A run saved before a setting existed was trained with that setting's default.
+        """
+        return {**cls().to_dict(), **saved}
+
     def fixed_on_resume_differences(self, saved: dict[str, Any]) -> list[str]:
         """The settings outside ``MAY_CHANGE_ON_RESUME`` where ``saved`` differs from this config.
 
@@ -181,8 +189,7 @@ class Config:
           ``"name: saved -> now"`` for each differing setting, in field order (empty when the run
           may resume).
         """
-        defaults = Config().to_dict()
-        saved = {**defaults, **saved}
+        saved = self.with_defaults(saved)
         now = self.to_dict()
         fixed = {name for name in now if name not in MAY_CHANGE_ON_RESUME}
         if self.lr_schedule == "cosine":
@@ -190,7 +197,7 @@ class Config:
         return [
             f"{name}: {saved[name]!r} -> {now[name]!r}"
             for name in now
-            if name in fixed and saved.get(name) != now[name]
+            if name in fixed and saved[name] != now[name]
         ]
 
     def steps_per_epoch(self, num_train: int) -> int:

@@ -112,13 +112,12 @@ def status(run: grid.Run) -> str:
     """
     config_path = run.workdir / outputs.CONFIG_FILE
     if config_path.exists():
-        # A setting missing from an older run's config.json has its default value.
-        saved = {**Config().to_dict(), **json.loads(config_path.read_text())}
+        saved = Config.with_defaults(json.loads(config_path.read_text()))
         expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
         differences = [
-            f"{name}: {saved.get(name)!r} there, {expected[name]!r} here"
+            f"{name}: {saved[name]!r} there, {expected[name]!r} here"
             for name in _DEFINING_SETTINGS
-            if saved.get(name) != expected[name]
+            if saved[name] != expected[name]
         ]
         if differences:
             raise CampaignError(

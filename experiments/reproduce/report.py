@@ -178,7 +178,7 @@ def _target_text(mean: float | None, target: float | None) -> str:
 
 def _lr_schedule_note(results: Mapping[str, dict]) -> str:
     """Words on the learning-rate schedules, where any chosen one is not constant."""
-    if all(e["settings"].get("lr_schedule", "constant") == "constant" for e in results.values()):
+    if all(e["settings"]["lr_schedule"] == "constant" for e in results.values()):
         return ""
     return " (a learning rate marked cosine decays to 0 over the run)"
 
