@@ -167,7 +167,7 @@ def train_and_evaluate(
                 "seconds": result.seconds,
                 "examples_per_second": result.examples_per_second,
                 **evaluate.evaluate(
-                    state.params,
+                    state.model(),
                     test_x,
                     config=config,
                     num_samples=config.eval_samples if final else None,
@@ -230,10 +230,9 @@ def train_and_evaluate(
         print(f"The run in {workdir} had already finished epoch {config.epochs}: nothing to train")
         last.update(outputs.read_metrics(workdir)[-1])
     shown = test_x[:10]
-    reconstructions = np.asarray(evaluate.reconstruct(state.params, shown, config=config))
-    samples = np.asarray(
-        evaluate.sample_prior(state.params, config=config, num=100, data_dim=test_x.shape[-1])
-    )
+    model = state.model()
+    reconstructions = np.asarray(evaluate.reconstruct(model, shown))
+    samples = np.asarray(evaluate.sample_prior(model, num=100))
     if main:
         outputs.save_reconstructions(workdir, np.asarray(shown), reconstructions)
         outputs.save_samples(workdir, samples)

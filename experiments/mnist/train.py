@@ -24,13 +24,14 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from flax.training import train_state
+from flax import nnx, struct
 
 from experiments.mnist import (
     input_pipeline,
@@ -42,15 +43,60 @@ from experiments.mnist.config import Config
 from gumbel_jax import estimators, schedules
 
 
-class TrainState(train_state.TrainState):
-    """Flax's train state plus the run's training key.
+@struct.dataclass
+class TrainState:
+    """Everything a run's training needs between steps, as one pytree of arrays.
+
+    The model lives here split (``nnx.split``): ``graphdef`` is its static structure and
+    ``params`` its ``nnx.State`` of parameters; :meth:`model` merges them into a
+    :class:`~experiments.mnist.models.CategoricalVAE` where an object is needed. The jitted
+    training chunks take this pure state, not the module, so no Python graph traversal happens per
+    step (the pattern of Flax's performance guide). Adam is plain optax on ``params``: its state
+    has the structure of ``params`` and is updated inside the same jitted scan.
 
     ``key`` is a typed PRNG key (``jax.random.key``) that never changes: the key of step ``t`` is
     ``fold_in(key, t)``. Together with ``params``, ``opt_state`` and ``step`` it is everything a
     checkpoint must hold.
     """
 
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
     key: jax.Array
+    graphdef: nnx.GraphDef | None = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        graphdef: nnx.GraphDef | None,
+        params: Any,
+        tx: optax.GradientTransformation,
+        key: jax.Array,
+    ) -> TrainState:
+        """A state at step 0 (an int32 array, so the first chunk compiles like the others)."""
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            key=key,
+            graphdef=graphdef,
+            tx=tx,
+        )
+
+    def model(self, params: Any = None) -> models.CategoricalVAE:
+        """The model with ``params`` (default: this state's), merged from the split state."""
+        return nnx.merge(self.graphdef, self.params if params is None else params)
+
+    def apply_gradients(self, *, grads: Any) -> TrainState:
+        """One optimizer update of ``params`` with ``grads``; the step advances by one."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,16 +210,10 @@ def create_train_state(
       total_steps: the run's training steps, for ``config.lr_schedule == "cosine"``.
     """
     init_key, _, train_key = run_keys(config.seed)
-    model = models.from_config(config, data_dim)
-    params = model.init(init_key, jnp.zeros((1, data_dim)), jax.nn.softmax)["params"]
-    state = TrainState.create(
-        apply_fn=model.apply,
-        params=params,
-        tx=optax.adam(learning_rate(config, total_steps=total_steps)),
-        key=train_key,
-    )
-    # An int32 array rather than Python's 0, so that the first chunk compiles like the others.
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    model = models.from_config(config, data_dim, rngs=nnx.Rngs(params=init_key))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(learning_rate(config, total_steps=total_steps))
+    return TrainState.create(graphdef=graphdef, params=params, tx=tx, key=train_key)
 
 
 def _train_step(
@@ -185,8 +225,8 @@ def _train_step(
     sample = estimator(config)
 
     def loss_fn(params):
-        pixel_logits, posterior_logits = state.apply_fn(
-            {"params": params}, x, lambda logits: sample(sample_key, logits, temperature)
+        pixel_logits, posterior_logits = state.model(params)(
+            x, lambda logits: sample(sample_key, logits, temperature)
         )
         return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
 
