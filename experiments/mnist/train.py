@@ -304,6 +304,16 @@ def train_chunk(
     return jax.lax.scan(body, state, chunk)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """What :func:`_train_epoch` did: the losses of its steps, their time, whether it stopped."""
+
+    losses: np.ndarray  # float32, one per step
+    temperature: float | None  # of the last step (None when no chunk ran)
+    seconds: float
+    stopped: bool
+
+
 def fit(
     state: TrainState,
     train_images: np.ndarray,
@@ -345,102 +355,138 @@ def fit(
       ValueError: ``config.batch_size`` exceeds the number of training examples or does not
         split evenly over the mesh's devices.
     """
-    num_examples = train_images.shape[0]
+    steps = _steps_per_epoch(config, len(train_images))
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(config.batch_size, mesh)
+    images = parallel.replicate(train_images, mesh)
+    state = parallel.replicate(state, mesh)
+    for epoch in range(int(state.step) // steps, config.epochs):
+        position = int(state.step) - epoch * steps
+        before = partial_epoch if position > 0 and partial_epoch else PartialEpoch()
+        partial_epoch = None
+        indices = _sharded_batch_indices(config, epoch, len(train_images), mesh)
+        with _progress_bar(config, epoch, steps, position) as bar:
+            state, trained = _train_epoch(
+                state,
+                images,
+                indices,
+                position,
+                config=config,
+                mesh=mesh,
+                should_stop=should_stop,
+                bar=bar,
+            )
+        losses = np.concatenate([np.asarray(before.losses, np.float32), trained.losses])
+        if trained.stopped:
+            if on_stop is not None:
+                seconds = before.seconds + trained.seconds
+                on_stop(state, PartialEpoch(tuple(float(x) for x in losses), seconds))
+            return state
+        if on_epoch_end is not None:
+            on_epoch_end(
+                state,
+                EpochResult(
+                    epoch=epoch + 1,
+                    step=int(state.step),
+                    temperature=trained.temperature,
+                    train_loss=float(np.mean(losses)),
+                    seconds=before.seconds + trained.seconds,
+                    examples_per_second=trained.losses.size * config.batch_size / trained.seconds,
+                ),
+            )
+    return state
+
+
+def _steps_per_epoch(config: Config, num_examples: int) -> int:
     steps = config.steps_per_epoch(num_examples)
     if steps == 0:
         raise ValueError(
             f"batch_size {config.batch_size} exceeds the {num_examples} training examples"
         )
-    mesh = parallel.make_mesh() if mesh is None else mesh
-    parallel.check_batch_size(config.batch_size, mesh)
-    images = parallel.replicate(train_images, mesh)
-    state = parallel.replicate(state, mesh)
-    batch_sharding = parallel.batch_sharding(mesh)
-    step_config = StepConfig.from_config(config)
+    return steps
+
+
+def _sharded_batch_indices(
+    config: Config, epoch: int, num_examples: int, mesh: jax.sharding.Mesh
+) -> jax.Array:
+    """The epoch's ``[steps, batch_size]`` indices, each step's batch split over the mesh."""
     _, data_key, _ = run_keys(config.seed)
-    stopping = False
-    for epoch in range(int(state.step) // steps, config.epochs):
-        indices = parallel.shard_batches(
-            np.asarray(
-                epoch_batch_indices(
-                    data_key,
-                    epoch,
-                    num_examples=num_examples,
-                    steps=steps,
-                    batch_size=config.batch_size,
-                )
-            ),
-            mesh,
-            axis=1,
-        )
-        position = int(state.step) - epoch * steps
-        resumed = partial_epoch if position > 0 and partial_epoch else PartialEpoch()
-        partial_epoch = None
-        bar = tqdm.tqdm(
-            total=steps * config.batch_size,
-            initial=position * config.batch_size,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="ex",
-            unit_scale=True,
-            leave=False,
-            # None: off when stderr is not a TTY; only process 0 shows progress.
-            disable=None if config.progress and parallel.is_main_process() else True,
-        )
-        started = time.perf_counter()
-        chunk_losses = [np.asarray(resumed.losses, np.float32)]
-        temperature = None
-        trained = 0
-        pending = None  # Read a chunk's metrics only after the next chunk is dispatched.
-        while (position < steps and not stopping) or pending is not None:
-            dispatched = None
-            if position < steps and not stopping:
-                stopping = should_stop is not None and parallel.any_process(should_stop())
-            if position < steps and not stopping:
-                num_steps = min(config.chunk_steps, steps - position)
-                state, metrics = train_chunk(
-                    state,
-                    images,
-                    indices,
-                    position,
-                    config=step_config,
-                    num_steps=num_steps,
-                    batch_sharding=batch_sharding,
-                )
-                position += num_steps
-                dispatched = (num_steps, metrics)
-            if pending is not None:
-                num_steps, metrics = pending
-                loss, temperature = jax.device_get((metrics["loss"], metrics["temperature"]))
-                chunk_losses.append(loss)
-                trained += num_steps * config.batch_size
-                bar.update(num_steps * config.batch_size)
-                bar.set_postfix(
-                    loss=f"{float(np.mean(loss)):.2f}",
-                    temperature=f"{float(temperature[-1]):.3f}",
-                    ex_per_s=f"{trained / (time.perf_counter() - started):.0f}",
-                )
-            pending = dispatched
-        seconds = time.perf_counter() - started
-        bar.close()
-        losses_so_far = np.concatenate(chunk_losses)
-        if stopping:
-            if on_stop is not None:
-                on_stop(
-                    state,
-                    PartialEpoch(
-                        losses=tuple(float(x) for x in losses_so_far),
-                        seconds=resumed.seconds + seconds,
-                    ),
-                )
-            return state
-        result = EpochResult(
-            epoch=epoch + 1,
-            step=int(state.step),
-            temperature=float(temperature[-1]),
-            train_loss=float(np.mean(losses_so_far)),
-            seconds=resumed.seconds + seconds,
-            examples_per_second=trained / seconds,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(state, result)
-    return state
+    indices = epoch_batch_indices(
+        data_key,
+        epoch,
+        num_examples=num_examples,
+        steps=config.steps_per_epoch(num_examples),
+        batch_size=config.batch_size,
+    )
+    return parallel.shard_batches(np.asarray(indices), mesh, axis=1)
+
+
+def _progress_bar(config: Config, epoch: int, steps: int, position: int) -> tqdm.tqdm:
+    """The epoch's progress bar in examples, from ``position`` steps in."""
+    return tqdm.tqdm(
+        total=steps * config.batch_size,
+        initial=position * config.batch_size,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="ex",
+        unit_scale=True,
+        leave=False,
+        # None: off when stderr is not a TTY; only process 0 shows progress.
+        disable=None if config.progress and parallel.is_main_process() else True,
+    )
+
+
+def _train_epoch(
+    state: TrainState,
+    images: jax.Array,
+    indices: jax.Array,
+    position: int,
+    *,
+    config: Config,
+    mesh: jax.sharding.Mesh,
+    should_stop: Callable[[], bool] | None,
+    bar: tqdm.tqdm,
+) -> tuple[TrainState, _Trained]:
+    """Trains the epoch from step ``position`` to its end, chunk by chunk, or until a stop.
+
+    A chunk's metrics are read (which waits for it) only once the next chunk is dispatched, so
+    the device never idles while the host updates the progress bar.
+    """
+    steps, step_config = indices.shape[0], StepConfig.from_config(config)
+    started = time.perf_counter()
+    losses, temperature, pending, examples = [np.zeros(0, np.float32)], None, None, 0
+    while True:
+        dispatched = None
+        if position < steps and not (
+            should_stop is not None and parallel.any_process(should_stop())
+        ):
+            num_steps = min(config.chunk_steps, steps - position)
+            state, metrics = train_chunk(
+                state,
+                images,
+                indices,
+                position,
+                config=step_config,
+                num_steps=num_steps,
+                batch_sharding=parallel.batch_sharding(mesh),
+            )
+            position += num_steps
+            dispatched = metrics
+        if pending is not None:
+            loss, temperature = jax.device_get((pending["loss"], pending["temperature"]))
+            losses.append(loss)
+            examples += loss.size * config.batch_size
+            bar.update(loss.size * config.batch_size)
+            bar.set_postfix(
+                loss=f"{float(np.mean(loss)):.2f}",
+                temperature=f"{float(temperature[-1]):.3f}",
+                ex_per_s=f"{examples / (time.perf_counter() - started):.0f}",
+            )
+        if dispatched is None:
+            break
+        pending = dispatched
+    return state, _Trained(
+        losses=np.concatenate(losses),
+        temperature=None if temperature is None else float(temperature[-1]),
+        seconds=time.perf_counter() - started,
+        stopped=position < steps,
+    )
