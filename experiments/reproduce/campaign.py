@@ -27,24 +27,6 @@ from experiments.reproduce import grid
 NUM_VALIDATION = 10_000
 DEVICE_FILE = "reproduce_device.json"
 
-# Settings that a run's folder name stands for; a config.json there must agree on them.
-_DEFINING_SETTINGS = (
-    "latents",
-    "categories",
-    "hidden",
-    "batch_size",
-    "estimator",
-    "gumbel_rao_samples",
-    "learning_rate",
-    "lr_schedule",
-    "temperature",
-    "temperature_min",
-    "anneal_rate",
-    "anneal_every",
-    "binarize",
-    "seed",
-)
-
 
 class CampaignError(Exception):
     """The campaign cannot go on as asked. The message is one line that names the fix."""
@@ -116,7 +98,7 @@ def status(run: grid.Run) -> str:
         expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
         differences = [
             f"{name}: {saved[name]!r} there, {expected[name]!r} here"
-            for name in _DEFINING_SETTINGS
+            for name in Config.run_defining()  # what the folder's name stands for
             if saved[name] != expected[name]
         ]
         if differences:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import LR_SCHEDULES, Config
+from experiments.mnist.config import LR_SCHEDULES
 from experiments.reproduce import campaign, grid, report
 
 PHASES = ("tune", "final", "all", "report")
@@ -98,14 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=grid.ANNEAL_EVERY,
         help="steps between temperature updates of the annealed schedules",
     )
-    parser.add_argument(
-        "--eval-samples",
-        type=int,
-        default=Config.eval_samples,
-        help="k of the importance-weighted bound of each run's last epoch",
-    )
+    mnist_cli.add_settings(parser, ["eval_samples"])
     io = parser.add_argument_group("data and outputs")
-    mnist_cli.add_data_arguments(io)
+    mnist_cli.add_settings(io, ["data_dir", "allow_unverified_data"])
     io.add_argument(
         "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
     )
@@ -119,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JAX's persistent compilation cache, shared by the runs (default: ROOT/jax_cache; "
         "'none' to disable; a cache already set through JAX_COMPILATION_CACHE_DIR is kept)",
     )
-    io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    mnist_cli.add_settings(io, ["progress"])
     io.add_argument(
         "--limit-examples",
         type=int,
@@ -209,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval_samples": args.eval_samples,
         "data_dir": data_dir,
         "allow_unverified_data": args.allow_unverified_data,
-        "progress": not args.no_progress,
+        "progress": args.progress,
     }
 
     from experiments.mnist import checkpoints, run
