@@ -21,7 +21,7 @@ import pytest
 from idx_files import write_random_idx
 from matplotlib.image import imread
 
-from experiments.mnist import input_pipeline
+from experiments.mnist import input_pipeline, outputs
 from experiments.reproduce import campaign, cli, grid, published, report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,11 +92,11 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
             entry["settings"]["anneal_every"],
         )
         slug = grid.Candidate(entry["settings"]["learning_rate"], chosen).slug
-        record = campaign.read_records(runs / "final" / name / slug / "seed0")[-1]
+        record = outputs.read_metrics(runs / "final" / name / slug / "seed0")[-1]
         assert entry["neg_elbo_mean"] == pytest.approx(record["test/neg_elbo"], rel=1e-12)
         # ...and the chosen candidate is the tuning run with the lowest validation score.
         scores = {
-            path.name: campaign.read_records(path)[-1]["test/neg_elbo"]
+            path.name: outputs.read_metrics(path)[-1]["test/neg_elbo"]
             for path in (runs / "tune" / name).iterdir()
         }
         assert scores[slug] == min(scores.values())

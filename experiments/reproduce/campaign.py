@@ -15,8 +15,6 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import jax
 
@@ -70,22 +68,6 @@ def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mni
     )
 
 
-def read_records(workdir: Path) -> list[dict[str, Any]]:
-    """The records of ``<workdir>/metrics.jsonl``; a line cut short by a killed run is left out."""
-    path = workdir / outputs.METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "epoch" in record:
-            records.append(record)
-    return records
-
-
 def status(run: grid.Run) -> str:
     """``"finished"``, ``"partial"`` (some epochs or checkpoints) or ``"new"``.
 
@@ -106,7 +88,7 @@ def status(run: grid.Run) -> str:
                 f"{run.workdir} holds a run with other settings ({'; '.join(differences)}): move "
                 "it away, or pass another --root"
             )
-    records = read_records(run.workdir)
+    records = outputs.read_metrics(run.workdir)
     epochs = max((r["epoch"] for r in records), default=0)
     if epochs > run.epochs:
         raise CampaignError(
@@ -185,7 +167,7 @@ class Choice:
 
 def validation_score(run: grid.Run) -> float:
     """The last validation negative ELBO of a finished tuning run (``inf`` if not finite)."""
-    value = read_records(run.workdir)[-1]["test/neg_elbo"]
+    value = outputs.read_metrics(run.workdir)[-1]["test/neg_elbo"]
     return value if math.isfinite(value) else math.inf
 
 
