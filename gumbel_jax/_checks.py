@@ -11,6 +11,7 @@ are computed in their own dtype.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -217,3 +218,19 @@ def logits_pair(
     a = jnp.broadcast_to(a, shape).astype(compute)
     b = jnp.broadcast_to(b, shape).astype(compute)
     return a, b, dtype, axis
+
+
+def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> float:
+    """Returns ``value`` as a Python float that is finite and > 0 (>= 0 with ``allow_zero``).
+
+    Raises:
+      TypeError: ``value`` is not a real number (a ``bool`` is not one).
+      ValueError: ``value`` is not finite, negative, or zero without ``allow_zero``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
+    return value

@@ -1,7 +1,7 @@
 """Running the comparison: the phases in order, their data, the runs' states, training, the choice.
 
-- :func:`run` carries out a :class:`Plan` (what the command line asked for): tune, then the final
-  runs with the chosen settings, then the report.
+- :func:`execute` carries out a :class:`Plan` (what the command line asked for): tune, then the
+  final runs with the chosen settings, then the report.
 - :func:`validation_split` makes the tuning data: the first 50,000 training images to train on and
   the last 10,000 in the place of the test set, so tuning never sees the test set.
 - :func:`status` tells whether a run's workdir holds a finished run (its ``metrics.jsonl`` has the
@@ -72,7 +72,7 @@ def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mni
     )
 
 
-def status(run: grid.Run) -> str:
+def status(run: grid.CampaignRun) -> str:
     """``"finished"``, ``"partial"`` (some epochs or checkpoints) or ``"new"``.
 
     Raises:
@@ -113,7 +113,9 @@ def device_description() -> str:
     return f"{device.platform} ({device.device_kind})"
 
 
-def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_options) -> None:
+def train_runs(
+    runs: Sequence[grid.CampaignRun], data: input_pipeline.Mnist, **config_options
+) -> None:
     """Trains every run of ``runs`` that is not finished, reporting progress on stdout.
 
     A partial run is continued by ``train_and_evaluate`` (from its newest checkpoint). Each
@@ -123,7 +125,7 @@ def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_op
       runs: the runs, in order.
       data: the data of their phase.
       **config_options: ``eval_samples``, ``data_dir``, ``progress`` and
-        ``allow_unverified_data`` of :meth:`grid.Run.config`.
+        ``allow_unverified_data`` of :meth:`grid.CampaignRun.config`.
 
     Raises:
       CampaignError: a run folder cannot be used (see :func:`status`).
@@ -169,13 +171,13 @@ class Choice:
     epochs: int
 
 
-def validation_score(run: grid.Run) -> float:
+def validation_score(run: grid.CampaignRun) -> float:
     """The last validation negative ELBO of a finished tuning run (``inf`` if not finite)."""
     value = outputs.read_metrics(run.workdir)[-1]["test/neg_elbo"]
     return value if math.isfinite(value) else math.inf
 
 
-def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
+def choose(tune_runs: Sequence[grid.CampaignRun]) -> dict[str, Choice]:
     """Each estimator's candidate with the lowest validation negative ELBO (first one on ties).
 
     Raises:
@@ -189,7 +191,7 @@ def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
             f"{len(unfinished)} tuning runs are not finished ({names}{more}): run --phase tune "
             "(or --phase all) with the same --root, --tune-epochs and grid first"
         )
-    by_variant: dict[str, list[grid.Run]] = {}
+    by_variant: dict[str, list[grid.CampaignRun]] = {}
     for run in tune_runs:
         by_variant.setdefault(run.variant.name, []).append(run)
     choices = {}
@@ -214,14 +216,14 @@ class Plan:
       results: folder for the report.
       limit_examples: the smoke test's images per part of the data, or ``None``.
       config_options: ``eval_samples``, ``data_dir``, ``allow_unverified_data`` and
-        ``progress`` of every run (:meth:`grid.Run.config`).
+        ``progress`` of every run (:meth:`grid.CampaignRun.config`).
       compilation_cache: ``--compilation-cache`` (``None``: ``root/jax_cache``; ``"none"``: off).
     """
 
     phase: str
     root: Path
     variants: tuple[grid.Variant, ...]
-    tune_runs: tuple[grid.Run, ...]
+    tune_runs: tuple[grid.CampaignRun, ...]
     epochs: int
     seeds: tuple[int, ...]
     results: Path
@@ -229,7 +231,7 @@ class Plan:
     config_options: dict[str, Any]
     compilation_cache: str | None = None
 
-    def final_runs(self, choices: dict[str, Choice]) -> dict[str, list[grid.Run]]:
+    def final_runs(self, choices: dict[str, Choice]) -> dict[str, list[grid.CampaignRun]]:
         """Each estimator's final runs (one per seed) with its chosen candidate."""
         return {
             v.name: [
@@ -240,7 +242,7 @@ class Plan:
         }
 
 
-def run(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
+def execute(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
     """The phases ``plan.phase`` asks for, in order: tune, final, report.
 
     Returns:
@@ -282,7 +284,7 @@ def _limited(data: input_pipeline.Mnist, limit: int | None) -> input_pipeline.Mn
 
 
 def _report(
-    plan: Plan, final_runs: dict[str, list[grid.Run]], choices: dict[str, Choice]
+    plan: Plan, final_runs: dict[str, list[grid.CampaignRun]], choices: dict[str, Choice]
 ) -> tuple[Any, dict[str, Path]]:
     # Imported here: the report reads the runs' states from this module.
     from experiments.reproduce import report

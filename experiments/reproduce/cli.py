@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-lr-schedules",
         nargs="+",
         choices=LR_SCHEDULES,
-        default=grid.LR_SCHEDULES,
+        default=grid.TUNE_LR_SCHEDULES,
         metavar="SCHEDULE",
         help="learning-rate schedules to try: constant, cosine (decayed to 0 over the run)",
     )
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.Schedule, ...], ...]:
-    """Checks the flags; returns the two families of schedules.
+def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedule, ...], ...]:
+    """Checks the flags; returns the two families of temperature schedules.
 
     Raises:
       ValueError: a flag's value is invalid.
@@ -144,21 +144,21 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.Schedule, ...], ..
     if not args.anneal_rate > 0:
         raise ValueError(f"--anneal-rate must be positive, got {args.anneal_rate}")
 
-    def schedules(specs):
+    def temperature_schedules(specs):
         return tuple(
             dict.fromkeys(
-                grid.parse_schedule(s, rate=args.anneal_rate, every=args.anneal_every)
+                grid.parse_temperature_schedule(s, rate=args.anneal_rate, every=args.anneal_every)
                 for s in specs
             )
         )
 
-    reinmax = schedules(args.reinmax_temperatures)
+    reinmax = temperature_schedules(args.reinmax_temperatures)
     if any(s.minimum < 1 for s in reinmax):
         raise ValueError(
             f"--reinmax-temperatures must stay >= 1 (ReinMax's recommendation), got "
             f"{' '.join(args.reinmax_temperatures)}"
         )
-    return schedules(args.tune_temperatures), reinmax
+    return temperature_schedules(args.tune_temperatures), reinmax
 
 
 def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
@@ -167,7 +167,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
     Raises:
       ValueError: a flag's value is invalid.
     """
-    schedules, reinmax_schedules = _check_args(args)
+    temperatures, reinmax_temperatures = _check_args(args)
     root = Path(args.root)
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
@@ -177,7 +177,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
         grid.tune_run(root, v, c, epochs=args.tune_epochs)
         for v in variants
         for c in grid.candidates(
-            v, tuple(args.tune_lrs), schedules, reinmax_schedules, lr_schedules
+            v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
         )
     )
     return campaign.Plan(
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments.mnist import checkpoints, run
 
     try:
-        reported = campaign.run(plan)
+        reported = campaign.execute(plan)
     except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

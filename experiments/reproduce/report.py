@@ -57,7 +57,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(
-    final_runs: Mapping[str, Sequence[grid.Run]],
+    final_runs: Mapping[str, Sequence[grid.CampaignRun]],
     choices: Mapping[str, campaign.Choice],
     *,
     limit_examples: int | None = None,
@@ -127,7 +127,7 @@ def summarize(
                 }
                 for run, r in zip(finished, last, strict=True)
             ],
-            "published": {source: value for source, value in published.ANCHORS.get(name, ())},
+            "published": {source: value for source, value in published.PAPER_RESULTS.get(name, ())},
             "target": published.TARGETS.get(name),
         }
         if limit_examples is not None:
