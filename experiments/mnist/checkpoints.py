@@ -113,9 +113,19 @@ class RunCheckpoints:
     asynchronous save is finished before the program exits.
 
     Examples:
-      >>> with RunCheckpoints(workdir) as checkpoints:  # doctest: +SKIP
-      ...     restored = checkpoints.restore_latest(fresh_state)
-      ...     checkpoints.save(state, epoch=1, meta={"config": config.to_dict()})
+      >>> import tempfile
+      >>> from experiments.mnist import train
+      >>> from experiments.mnist.config import Config
+      >>> config = Config(latents=2, categories=3, hidden=(8,))
+      >>> fresh = train.create_train_state(config, data_dim=16)
+      >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
+      ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
+      ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
+      ...     saved.wait_until_finished()
+      ...     restored = saved.restore_latest(fresh)
+      None
+      >>> restored.step, restored.epoch, restored.meta["format"]
+      (0, 0, 'flax-nnx-1')
     """
 
     def __init__(
