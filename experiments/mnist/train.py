@@ -13,6 +13,10 @@ losses, to update the progress bar. Chunks have one length (plus at most one sho
 chunk per epoch when ``chunk_steps`` does not divide the steps of an epoch), so at most two
 compilations happen per run.
 
+Model: a Flax NNX module (:mod:`experiments.mnist.models`) created once from ``nnx.Rngs`` seeded by
+``config.seed``, then kept split in the :class:`TrainState` (``nnx.split``); the jitted functions
+merge it (``nnx.merge``) at trace time only.
+
 Devices: :func:`fit` is data parallel over a mesh of all devices
 (:mod:`experiments.mnist.parallel`). A whole run (resume, checkpoints, signals, evaluation and
 outputs around :func:`fit`) is :func:`experiments.mnist.run.train_and_evaluate`.
@@ -51,8 +55,9 @@ class TrainState:
     ``params`` its ``nnx.State`` of parameters; :meth:`model` merges them into a
     :class:`~experiments.mnist.models.CategoricalVAE` where an object is needed. The jitted
     training chunks take this pure state, not the module, so no Python graph traversal happens per
-    step (the pattern of Flax's performance guide). Adam is plain optax on ``params``: its state
-    has the structure of ``params`` and is updated inside the same jitted scan.
+    step (the pattern of Flax's performance guide). Adam is plain optax on ``params`` rather than
+    ``nnx.Optimizer``: its state is a pytree of the structure of ``params``, updated inside the same
+    jitted scan, with no object graph to split or merge.
 
     ``key`` is a typed PRNG key (``jax.random.key``) that never changes: the key of step ``t`` is
     ``fold_in(key, t)``. Together with ``params``, ``opt_state`` and ``step`` it is everything a
