@@ -152,6 +152,18 @@ class GradientStats(NamedTuple):
         return math.sqrt(self.variance / self.num_draws)
 
 
+@jax.jit
+def _chunk_moments(
+    estimate: jax.tree_util.Partial, keys: jax.Array, count: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Mean and sum of squared deviations (two-pass) of the first ``count`` draws of a chunk."""
+    draws = jax.vmap(estimate)(keys)
+    draws = draws.astype(jnp.promote_types(draws.dtype, "f4"))
+    valid = (jnp.arange(draws.shape[0]) < count).reshape((-1,) + (1,) * (draws.ndim - 1))
+    mean = jnp.sum(jnp.where(valid, draws, 0.0), axis=0) / count
+    return mean, jnp.sum(jnp.where(valid, (draws - mean) ** 2, 0.0), axis=0)
+
+
 def gradient_stats(
     key: jax.Array,
     estimate: Callable[[jax.Array], jax.Array],
@@ -167,11 +179,14 @@ def gradient_stats(
     Chan et al.'s pairwise formula, so no sum of squares of large numbers is ever formed. The
     mean squared error uses the exact identity ``mse = |mean - exact|^2 + M2_total / n``.
 
-    This is a driver (a Python loop over chunks), not a function to ``jit``.
+    This is a driver (a Python loop over chunks), not a function to ``jit``. Its compiled chunk
+    is cached per ``estimate`` function: pass a ``jax.tree_util.Partial`` (e.g.
+    ``Partial(fn, temperature)``) to reuse one compilation for many values of its arguments.
 
     Args:
       key: a PRNG key, split into ``num_draws`` keys.
-      estimate: maps a key to one gradient estimate (an array, any fixed shape).
+      estimate: maps a key to one gradient estimate (an array, any fixed shape); a function or
+        a ``jax.tree_util.Partial``.
       num_draws: the number of draws, a Python int >= 2.
       exact: the exact gradient, of the estimate's shape, for ``bias``, ``mse`` and ``cosine``.
 
@@ -196,21 +211,18 @@ def gradient_stats(
     if num_draws < 2:
         raise ValueError(f"`num_draws` must be >= 2 for a variance; got num_draws={num_draws}.")
 
-    @jax.jit
-    def chunk_moments(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-        draws = jax.vmap(estimate)(keys)
-        draws = draws.reshape(draws.shape[0], -1).astype(jnp.promote_types(draws.dtype, "f4"))
-        mean = jnp.mean(draws, axis=0)
-        return mean, jnp.sum((draws - mean) ** 2, axis=0)
-
+    if not isinstance(estimate, jax.tree_util.Partial):
+        estimate = jax.tree_util.Partial(estimate)
+    chunk = min(num_draws, _CHUNK)
     keys = jax.random.split(key, num_draws)
-    count, mean, m2, shape = 0, None, None, None
-    for start in range(0, num_draws, _CHUNK):
-        chunk_keys = keys[start : start + _CHUNK]
-        if shape is None:
-            shape = jax.eval_shape(estimate, chunk_keys[0]).shape
-        chunk_mean, chunk_m2 = (np.asarray(a, np.float64) for a in chunk_moments(chunk_keys))
+    count, mean, m2 = 0, None, None
+    for start in range(0, num_draws, chunk):
+        chunk_keys = keys[start : start + chunk]
         chunk_count = chunk_keys.shape[0]
+        if chunk_count < chunk:  # pad the last chunk (and ignore the padding): no recompilation
+            chunk_keys = jnp.concatenate([chunk_keys, keys[: chunk - chunk_count]])
+        moments = _chunk_moments(estimate, chunk_keys, chunk_count)
+        chunk_mean, chunk_m2 = (np.asarray(a, np.float64) for a in moments)
         if mean is None:
             count, mean, m2 = chunk_count, chunk_mean, chunk_m2
             continue
@@ -219,6 +231,8 @@ def gradient_stats(
         mean = mean + delta * (chunk_count / total)
         m2 = m2 + chunk_m2 + delta**2 * (count * chunk_count / total)
         count = total
+    shape = mean.shape
+    mean, m2 = mean.reshape(-1), m2.reshape(-1)
     variance = float(np.sum(m2) / (count - 1))
     result = GradientStats(mean=mean.reshape(shape), variance=variance, num_draws=count)
     if exact is None:

@@ -146,6 +146,20 @@ class GradientStatsTest(parameterized.TestCase):
         self.assertIsNone(stats.bias)
         self.assertIsNone(stats.cosine)
 
+    def test_a_partial_compiles_once_for_many_argument_values(self):
+        traces = []
+
+        def estimate(scale, key):
+            traces.append(scale)
+            return scale * jax.random.normal(key, (2,))
+
+        for scale in (1.0, 2.0, 3.0):
+            stats = diagnostics.gradient_stats(
+                jax.random.key(0), jax.tree_util.Partial(estimate, jnp.float32(scale)), 100
+            )
+            self.assertAlmostEqual(stats.variance, 2 * scale**2, delta=0.5 * 2 * scale**2)
+        self.assertLen(traces, 1)
+
     def test_result_is_a_pytree(self):
         stats = diagnostics.gradient_stats(
             jax.random.key(0), lambda k: jax.random.normal(k, (2,)), 10, exact=jnp.zeros(2)
