@@ -248,7 +248,8 @@ def per_sample_values(
         expected = ", ".join(str((num_samples, *p)) for p in valid)
         raise ValueError(
             f"`f` must return one value per sample and per leading index of `logits`: shape "
-            f"``[num_samples, *P]`` with ``P`` a prefix of the logits' shape {shape} "
-            f"(before the category axis), i.e. one of {expected}; got shape {values.shape}."
+            f"``[num_samples, *P]`` with ``P`` a prefix of the logits' shape {shape}"
+            f"{' before the category axis' if max_prefix < len(shape) else ''}, i.e. one of "
+            f"{expected}; got shape {values.shape}."
         )
     return values, dtype
