@@ -55,8 +55,9 @@ def exact_gradient(
     Enumerates every joint configuration ``z`` (``num_categories ** num_variables`` for a
     categorical, ``2 ** logits.size`` for Bernoulli logits) and differentiates
     ``sum_z q(z) f(z)``, in batches of configurations so that memory stays bounded. Masked
-    (``-inf``) categories are enumerated too, with probability 0. Compute in ``float64``
-    (``jax.config.update("jax_enable_x64", True)``) for a reference to test estimators against.
+    (``-inf``) categories are enumerated too, with probability 0. For a reference to test
+    estimators against, compute in ``float64``: call it on ``float64`` logits inside
+    ``with jax.enable_x64(True):``.
 
     Args:
       f: maps one sample, of the shape of ``logits`` (one-hot along ``axis``, or 0.0/1.0), to a
