@@ -7,7 +7,11 @@ The public modules, each doing one thing:
 - ``concrete``: the Concrete / ExpConcrete distributions: log-space sampling, log-densities and
   the relaxed KL.
 - ``estimators``: gradient estimators with one-hot forward values (straight-through,
-  Gumbel-Rao, ReinMax) and the relaxed one, selectable by name with ``estimators.get``.
+  Gumbel-Rao, ReinMax) and the relaxed one, selectable by name with ``estimators.get``; and the
+  score-function estimators (REINFORCE with a leave-one-out baseline, DisARM), which take the
+  downstream function and return a surrogate to differentiate (``estimators.get_surrogate``).
+- ``diagnostics``: exact gradients by enumeration, and the bias, variance, MSE and cosine of an
+  estimator over many draws.
 - ``schedules``: temperature annealing schedules.
 
 Examples:
@@ -17,6 +21,6 @@ Examples:
   1.0
 """
 
-from gumbel_jax import concrete, estimators, sample, schedules
+from gumbel_jax import concrete, diagnostics, estimators, sample, schedules
 
-__all__ = ["concrete", "estimators", "sample", "schedules"]
+__all__ = ["concrete", "diagnostics", "estimators", "sample", "schedules"]

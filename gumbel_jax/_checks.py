@@ -234,3 +234,39 @@ def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> fl
         expected = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
     return value
+
+
+def one_of(value: object, choices: tuple[str, ...], *, name: str) -> str:
+    """Returns ``value`` if it is one of the strings ``choices``, else raises ``ValueError``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    return value
+
+
+def per_sample_values(
+    values: jax.typing.ArrayLike, num_samples: int, shape: tuple[int, ...], max_prefix: int
+) -> tuple[jax.Array, np.dtype]:
+    """Validates what ``f`` returned for ``num_samples`` samples of logits of shape ``shape``.
+
+    The values must have shape ``[num_samples, *P]`` with ``P = shape[:m]`` for some
+    ``m <= max_prefix`` (``max_prefix`` excludes the category axis and the axes after it).
+
+    Returns:
+      ``(values_compute, dtype)``: the values in their compute dtype and their own dtype.
+
+    Raises:
+      TypeError: if the values are not floating.
+      ValueError: if their shape is not ``[num_samples, *P]`` for a valid prefix ``P``.
+    """
+    values, dtype = float_array(values, name="f(samples)")
+    prefix = values.shape[1:]
+    valid = [shape[:m] for m in range(max_prefix + 1)]
+    if values.ndim == 0 or values.shape[0] != num_samples or prefix not in valid:
+        expected = ", ".join(str((num_samples, *p)) for p in valid)
+        raise ValueError(
+            f"`f` must return one value per sample and per leading index of `logits`: shape "
+            f"``[num_samples, *P]`` with ``P`` a prefix of the logits' shape {shape}"
+            f"{' before the category axis' if max_prefix < len(shape) else ''}, i.e. one of "
+            f"{expected}; got shape {values.shape}."
+        )
+    return values, dtype

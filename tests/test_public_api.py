@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from absl.testing import absltest, parameterized
 
 import gumbel_jax
-from gumbel_jax import concrete, estimators, sample, schedules
+from gumbel_jax import concrete, diagnostics, estimators, sample, schedules
 
 KW = inspect.Parameter.KEYWORD_ONLY
 POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -80,6 +80,27 @@ SIGNATURES = {
         ("temperature", POS, 1.0),
         ("axis", KW, -1),
     ],
+    estimators.reinforce_loo: [
+        ("key", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("f", POS, EMPTY),
+        ("num_samples", KW, 2),
+        ("distribution", KW, "categorical"),
+        ("axis", KW, -1),
+    ],
+    estimators.disarm: [("key", POS, EMPTY), ("logits", POS, EMPTY), ("f", POS, EMPTY)],
+    diagnostics.exact_gradient: [
+        ("f", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("distribution", KW, "categorical"),
+        ("axis", KW, -1),
+    ],
+    diagnostics.gradient_stats: [
+        ("key", POS, EMPTY),
+        ("estimate", POS, EMPTY),
+        ("num_draws", POS, EMPTY),
+        ("exact", KW, None),
+    ],
     schedules.exponential: [
         ("initial", POS, 1.0),
         ("rate", KW, 3e-5),
@@ -92,7 +113,8 @@ SIGNATURES = {
 class PublicApiTest(parameterized.TestCase):
     def test_package_exports_the_modules(self):
         self.assertEqual(
-            sorted(gumbel_jax.__all__), ["concrete", "estimators", "sample", "schedules"]
+            sorted(gumbel_jax.__all__),
+            ["concrete", "diagnostics", "estimators", "sample", "schedules"],
         )
         for name in gumbel_jax.__all__:
             self.assertTrue(inspect.ismodule(getattr(gumbel_jax, name)))
@@ -100,6 +122,7 @@ class PublicApiTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("sample", sample),
         ("concrete", concrete),
+        ("diagnostics", diagnostics),
         ("estimators", estimators),
         ("schedules", schedules),
     )
@@ -121,6 +144,8 @@ class PublicApiTest(parameterized.TestCase):
         ("straight_through", estimators.straight_through, "1308.3432"),
         ("gumbel_rao", estimators.gumbel_rao, "2010.04838"),
         ("reinmax", estimators.reinmax, "2304.08612"),
+        ("reinforce_loo", estimators.reinforce_loo, "1602.06725"),
+        ("disarm", estimators.disarm, "2006.10680"),
         ("gumbel_top_k", sample.gumbel_top_k, "1903.06059"),
         ("concrete", concrete.log_prob, "1611.00712"),
     )
