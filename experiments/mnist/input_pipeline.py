@@ -338,8 +338,13 @@ def binarize(key: jax.Array, images: jax.Array, mode: str) -> jax.Array:
     levels = images.reshape(images.shape[0], -1)
     if mode != "dynamic":
         return levels.astype(jnp.float32) / 255.0
-    batch, data_dim = levels.shape
-    words = jax.random.bits(key, (batch, (data_dim + 1) // 2), jnp.uint32)
-    uniform16 = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(batch, -1)[:, :data_dim]
+    uniform16 = _binarization_uniforms(key, levels.shape)
     thresholds = (levels.astype(jnp.uint32) * 65536 + 127) // 255
     return (uniform16.astype(jnp.uint32) < thresholds).astype(jnp.float32)
+
+
+def _binarization_uniforms(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """uint16 uniform integers ``[batch, data_dim]``, two per 32-bit random word."""
+    batch, data_dim = shape
+    words = jax.random.bits(key, (batch, (data_dim + 1) // 2), jnp.uint32)
+    return jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(batch, -1)[:, :data_dim]

@@ -221,6 +221,23 @@ def create_train_state(
     return TrainState.create(graphdef=graphdef, params=params, tx=tx, key=train_key)
 
 
+def batch_loss(
+    model: models.CategoricalVAE, x: jax.Array, z_sampler: Callable[[jax.Array], jax.Array]
+) -> jax.Array:
+    """The training objective: the batch's mean negative ELBO, latents drawn by ``z_sampler``.
+
+    Args:
+      model: the VAE.
+      x: the binarized (or grey-level) pixels ``[batch, data_dim]``, also the targets.
+      z_sampler: the estimator with its key and temperature bound, ``logits -> sample``.
+
+    Returns:
+      A scalar, in nats per example.
+    """
+    pixel_logits, posterior_logits = model(x, z_sampler)
+    return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
+
+
 def _train_step(
     state: TrainState, batch: jax.Array, key: jax.Array, config: StepConfig
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -230,10 +247,9 @@ def _train_step(
     sample = estimator(config)
 
     def loss_fn(params):
-        pixel_logits, posterior_logits = state.model(params)(
-            x, lambda logits: sample(sample_key, logits, temperature)
+        return batch_loss(
+            state.model(params), x, lambda logits: sample(sample_key, logits, temperature)
         )
-        return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), {"loss": loss, "temperature": temperature}
