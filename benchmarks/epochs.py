@@ -96,8 +96,13 @@ def threefry_partitionable(value: bool) -> Iterator[None]:
         jax.config.update("jax_threefry_partitionable", before)
 
 
-def epoch_benchmark(config: Config, *, repeats: int = 5) -> dict:
+def epoch_benchmark(config: Config, *, repeats: int = 5, images: np.ndarray | None = None) -> dict:
     """Trains ``1 + repeats`` epochs and reports the first (compiling) and the steady-state ones.
+
+    Args:
+      config: the run's settings (``epochs`` and ``progress`` are overridden).
+      repeats: steady-state epochs to time.
+      images: uint8 training images ``[n, 28, 28]``; default :func:`synthetic_images`.
 
     Returns:
       A dict with the per-epoch seconds, ``steady_median_s``, ``steady_min_s``, ``compile_s``
@@ -105,12 +110,12 @@ def epoch_benchmark(config: Config, *, repeats: int = 5) -> dict:
       analytic count and the median epoch) and ``gflop_per_epoch``.
     """
     config = Config(**{**config.to_dict(), "epochs": 1 + repeats, "progress": False})
-    images = synthetic_images()
+    images = synthetic_images() if images is None else images
     state = train.create_train_state(config, data_dim=28 * 28)
     seconds: list[float] = []
     train.fit(state, images, config=config, on_epoch_end=lambda _, r: seconds.append(r.seconds))
     steady = seconds[1:]
-    examples = config.steps_per_epoch(NUM_TRAIN) * config.batch_size
+    examples = config.steps_per_epoch(len(images)) * config.batch_size
     gflop = flops_per_example(config) * examples / 1e9
     median = statistics.median(steady)
     return {
