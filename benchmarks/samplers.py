@@ -3,9 +3,15 @@
 The reference point is what any Gumbel-Softmax must do: draw one Gumbel variate per logit and take
 a softmax. `baseline/noise+softmax` times exactly that (forward and backward); the hard sampler's
 forward+backward is reported as a ratio to it (target: within 1.5x).
+
+Usage (``benchmarks.train_epoch`` prints the same table)::
+
+    python -m benchmarks.samplers [--repeats 50] [--only gumbel-rao]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +41,12 @@ def _hard(key, logits, temperature):
     return sample.gumbel_softmax(key, logits, temperature, hard=True)
 
 
-def sampler_benchmarks(repeats: int = 50) -> list[dict]:
+def sampler_benchmarks(repeats: int = 50, only: str | None = None) -> list[dict]:
     """Times forward and forward+backward of each sampler on logits of shape ``SHAPE``.
+
+    Args:
+      repeats: timed calls of each.
+      only: time only the baseline and the samplers whose name contains this.
 
     Returns:
       One row per measurement: ``{"name", "pass", "us_min", "us_median"}``.
@@ -52,6 +62,8 @@ def sampler_benchmarks(repeats: int = 50) -> list[dict]:
         candidates[f"estimators.get({name!r})"] = estimators.get(name)
     rows = []
     for name, sampler in candidates.items():
+        if only is not None and not name.startswith("baseline") and only not in name:
+            continue
         passes = {
             "forward": jax.jit(sampler),
             "forward+backward": jax.jit(jax.grad(_loss_of(sampler), argnums=1)),
@@ -67,3 +79,30 @@ def sampler_benchmarks(repeats: int = 50) -> list[dict]:
                 }
             )
     return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """Prints the rows with each one's ratio to the baseline of its pass (added to the rows)."""
+    baseline = {r["pass"]: r["us_median"] for r in rows if r["name"].startswith("baseline")}
+    print(f"samplers on logits {list(SHAPE)}, microseconds per call (median, min)")
+    print(f"  {'sampler':42s} {'pass':17s} {'median':>9s} {'min':>9s} {'x baseline':>10s}")
+    for row in rows:
+        row["ratio_to_baseline"] = row["us_median"] / baseline[row["pass"]]
+        print(
+            f"  {row['name']:42s} {row['pass']:17s} {row['us_median']:9.0f} {row['us_min']:9.0f}"
+            f" {row['ratio_to_baseline']:10.2f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.samplers", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--only", default=None, help="e.g. gumbel-rao (the baseline always runs)")
+    args = parser.parse_args(argv)
+    rows = sampler_benchmarks(repeats=args.repeats, only=args.only)
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -32,3 +32,11 @@ def test_threefry_partitionable_is_set_inside_the_block_and_restored():
     with epochs.threefry_partitionable(not before):
         assert jax.config.jax_threefry_partitionable == (not before)
     assert jax.config.jax_threefry_partitionable == before
+
+
+def test_estimator_epoch_variants_name_the_estimator_and_gumbel_rao_samples():
+    from benchmarks.estimator_epochs import variant_config
+
+    assert variant_config("st").estimator == "st"
+    config = variant_config("gumbel-rao:100")
+    assert (config.estimator, config.gumbel_rao_samples) == ("gumbel-rao", 100)
