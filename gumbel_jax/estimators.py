@@ -145,6 +145,17 @@ def straight_through(
     return sample.gumbel_softmax(key, logits, temperature, hard=True, axis=axis)
 
 
+def _one_hot_sample(key: jax.Array, logits: jax.Array, axis: int) -> jax.Array:
+    """``sample.gumbel_max(key, logits, axis=axis)`` without its ``NaN`` for invalid rows.
+
+    The estimators put ``NaN`` in invalid rows of their own result; a ``NaN``-free one-hot here
+    keeps ``_conditional_gumbel`` as fast as before (with it, XLA fuses gumbel_rao's backward
+    pass about 40% slower on CPU).
+    """
+    noise = sample.gumbel(key, logits.shape, logits.dtype)
+    return jax.lax.stop_gradient(_ops.one_hot_argmax(logits + noise, axis, logits.dtype))
+
+
 def _conditional_gumbel(
     key: jax.Array, logits: jax.Array, hard: jax.Array, num_samples: int, axis: int
 ) -> jax.Array:
@@ -231,7 +242,7 @@ def gumbel_rao(
     x = _ops.nan_gradient_where_invalid(x, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
     key_sample, key_noise = jax.random.split(key)
-    hard = sample.gumbel_max(key_sample, x, axis=axis)
+    hard = _one_hot_sample(key_sample, x, axis)
     noise = _conditional_gumbel(key_noise, x, hard, num_samples, axis)
     soft = jax.nn.softmax(_ops.tempered_logits(x, noise, tau), axis=axis + 1)
     surrogate = jnp.mean(soft, axis=0)
@@ -325,7 +336,7 @@ def reinmax(
     )
     invalid = _ops.invalid_rows(x, axis)
     x = _ops.nan_gradient_where_invalid(x, invalid)
-    hard = sample.gumbel_max(key, x, axis=axis)
+    hard = _one_hot_sample(key, x, axis)
     one_hot = _reinmax_one_hot(x, tau, hard, axis)
     return _ops.nan_where_invalid(one_hot, invalid).astype(dtype)
 
