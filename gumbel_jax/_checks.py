@@ -1,8 +1,9 @@
 """Argument validation and dtype policy shared by the public modules (private).
 
-Everything here runs at trace time on static information only (shapes, dtypes, Python numbers),
-so it never branches on traced values and costs nothing inside ``jit``. Errors name the argument,
-what was expected and what was received.
+Everything here runs at trace time on static information only (shapes, dtypes, and concrete
+values: Python and NumPy numbers and arrays, and JAX arrays that are not traced), so it never
+branches on traced values and costs nothing inside ``jit``. Errors name the argument, what was
+expected and what was received.
 
 The dtype policy: lower-precision floating inputs (``bfloat16``, ``float16``) are computed in
 ``float32`` and the results are cast back to the input dtype; ``float32`` and ``float64`` inputs
@@ -21,7 +22,13 @@ import numpy as np
 
 def float_dtype(dtype: jax.typing.DTypeLike, *, name: str) -> np.dtype:
     """Returns ``dtype`` as a NumPy dtype, raising ``TypeError`` unless it is floating."""
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a floating dtype (float32, bfloat16, float16, float64); got "
+            f"{_received(dtype)}."
+        ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"`{name}` must be a floating dtype (float32, bfloat16, float16, float64); got {dtype}."
@@ -47,7 +54,13 @@ def float_array(x: jax.typing.ArrayLike, *, name: str) -> tuple[jax.Array, np.dt
     Raises:
       TypeError: if ``x`` has an integer, boolean or complex dtype.
     """
-    x = jnp.asarray(x)  # float64 becomes float32 unless x64 is enabled, as everywhere in JAX
+    try:
+        x = jnp.asarray(x)  # float64 becomes float32 unless x64 is enabled, as everywhere in JAX
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a floating array (a JAX or NumPy array or a Python float); got "
+            f"{_received(x)}."
+        ) from None
     dtype = x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -94,14 +107,22 @@ def normalize_axis(axis: int, ndim: int, *, name: str = "logits") -> int:
 
 
 def static_value(x: object) -> np.ndarray | None:
-    """The value of ``x`` if it is known at trace time (a Python or NumPy number), else ``None``.
+    """The value of ``x`` if it is known at trace time, else ``None``.
 
-    JAX arrays are treated as dynamic, even outside ``jit``, so that a function behaves the same
-    with and without ``jit``.
+    Known values are Python numbers (``bool`` excepted), NumPy scalars and arrays, and concrete
+    JAX arrays (not tracers: outside ``jit``, ``vmap`` and ``grad``), so that ``0.5``,
+    ``np.float32(0.5)`` and ``jnp.array(0.5)`` are checked alike. A tracer (any value inside a
+    transformation) is ``None``, so checks on it are skipped and the traced code is unchanged.
     """
     if isinstance(x, bool):
         return None
     if isinstance(x, numbers.Number | np.ndarray | np.generic):
+        return np.asarray(x)
+    if (
+        isinstance(x, jax.Array)
+        and not isinstance(x, jax.core.Tracer)
+        and getattr(x, "is_fully_addressable", True)
+    ):
         return np.asarray(x)
     return None
 
@@ -116,19 +137,23 @@ def temperature(
 ) -> jax.Array:
     """Validates a temperature and returns it as an array of ``dtype``.
 
-    A Python or NumPy temperature must be ``> minimum`` (``>= minimum`` when ``minimum > 0``);
-    a traced temperature cannot be checked and is used as given.
+    A concrete temperature (a Python or NumPy number or array, or a JAX array outside ``jit``)
+    must be ``> minimum`` (``>= minimum`` when ``minimum > 0``); a traced temperature cannot be
+    checked and is used as given.
 
     Raises:
-      TypeError: if the temperature has a non-numeric or complex dtype.
-      ValueError: if a static temperature is out of range or not finite.
+      TypeError: if the temperature is not a real number or array (a string, ``None``, a list,
+        a ``bool`` or a complex number), or has a boolean or complex dtype.
+      ValueError: if a concrete temperature is out of range or not finite.
     """
     static = static_value(value)
+    if static is None and not isinstance(value, jax.Array):  # a tracer is a jax.Array
+        raise TypeError(f"`{name}` must be a real number or a real array; got {_received(value)}.")
     if static is not None:
         if not (
             jnp.issubdtype(static.dtype, jnp.floating) or jnp.issubdtype(static.dtype, jnp.integer)
         ):
-            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+            raise TypeError(f"`{name}` must be a real number; got {_received(value)}.")
         if not np.all(np.isfinite(static)):
             raise ValueError(f"`{name}` must be finite; got {value!r}.")
         if minimum > 0.0:
@@ -145,7 +170,8 @@ def temperature(
             jnp.issubdtype(value_dtype, jnp.floating) or jnp.issubdtype(value_dtype, jnp.integer)
         ):
             raise TypeError(
-                f"`{name}` must be a real number or array; got dtype {np.dtype(value_dtype)}."
+                f"`{name}` must be a real number or array; got a traced value of dtype "
+                f"{np.dtype(value_dtype)}."
             )
     return jnp.asarray(value, dtype)
 
@@ -253,3 +279,14 @@ def per_sample_values(
             f"{expected}; got shape {values.shape}."
         )
     return values, dtype
+
+
+def _received(value: object) -> str:
+    """Describes a rejected argument for an error message: its value (abridged) and type."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return f"an array of shape {tuple(shape)} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} of type {type(value).__name__}"

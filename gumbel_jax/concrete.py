@@ -81,6 +81,9 @@ def sample_log(
     categories for temperatures down to 1e-3 (where ``gumbel_softmax`` has exact zeros).
     ``exp`` of the result is the ``gumbel_softmax`` sample of the same key.
 
+    An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN`` in its
+    values and gradients: see "Invalid inputs" in ``gumbel_jax``.
+
     Args:
       key: a PRNG key.
       logits: ``[..., num_categories, ...]`` unnormalised log-probabilities on ``axis``;
@@ -95,8 +98,8 @@ def sample_log(
       at temperature 1e-3) round to ``-inf``; use ``bfloat16`` or ``float32`` there.
 
     Raises:
-      TypeError: if ``logits`` is not floating.
-      ValueError: if ``axis`` is out of range or a Python-number ``temperature`` is ``<= 0``.
+      TypeError: if ``logits`` is not floating or ``temperature`` is not a real number.
+      ValueError: if ``axis`` is out of range or a concrete ``temperature`` is ``<= 0``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -109,7 +112,11 @@ def sample_log(
     """
     x, dtype, axis = _checks.logits_array(logits, axis)
     tau = _checks.temperature(temperature, x.dtype)
-    return _sample_log(key, x, tau, axis).astype(dtype)
+    invalid = _ops.invalid_rows(x, axis)
+    x = _ops.nan_gradient_where_invalid(x, invalid)
+    tau = _ops.nan_gradient_where_invalid(tau, invalid)
+    log_y = _sample_log(key, x, tau, axis)
+    return _ops.nan_where_invalid(log_y, invalid).astype(dtype)
 
 
 def log_prob_log(
@@ -124,6 +131,9 @@ def log_prob_log(
     The density is with respect to Lebesgue measure on the log-ratios ``log_y_k - log_y_n``
     (see the module docstring); it integrates to 1 over them.
 
+    An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN``, in value
+    and gradients: see "Invalid inputs" in ``gumbel_jax``.
+
     Args:
       log_y: ``[..., num_categories, ...]`` the point, e.g. from ``sample_log``; broadcast
         against ``logits``.
@@ -137,9 +147,9 @@ def log_prob_log(
       their promoted dtype.
 
     Raises:
-      TypeError: if an input is not floating.
+      TypeError: if an input is not floating or ``temperature`` is not a real number.
       ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
-        is out of range, or a Python-number ``temperature`` is ``<= 0``.
+        is out of range, or a concrete ``temperature`` is ``<= 0``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -153,8 +163,12 @@ def log_prob_log(
     """
     log_y, logits, dtype, axis = _checks.logits_pair(log_y, logits, axis, names=("log_y", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
+    invalid = _ops.invalid_rows(logits, axis)
+    log_y = _ops.nan_gradient_where_invalid(log_y, invalid)
+    logits = _ops.nan_gradient_where_invalid(logits, invalid)
+    tau = _ops.nan_gradient_where_invalid(tau, invalid)
     density = _exp_concrete_log_density(log_y, logits, tau, axis)
-    return jnp.squeeze(density, axis).astype(dtype)
+    return jnp.squeeze(_ops.nan_where_invalid(density, invalid), axis).astype(dtype)
 
 
 def log_prob(
@@ -170,6 +184,9 @@ def log_prob(
     11); it integrates to 1 over the simplex. ``y`` must be in the open simplex (positive at
     unmasked categories); near its boundary prefer ``log_prob_log`` of ``sample_log`` samples.
 
+    An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN``, in value
+    and gradients: see "Invalid inputs" in ``gumbel_jax``.
+
     Args:
       y: ``[..., num_categories, ...]`` a point of the simplex, e.g. from
         ``sample.gumbel_softmax``; broadcast against ``logits``.
@@ -183,9 +200,9 @@ def log_prob(
       promoted dtype.
 
     Raises:
-      TypeError: if an input is not floating.
+      TypeError: if an input is not floating or ``temperature`` is not a real number.
       ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
-        is out of range, or a Python-number ``temperature`` is ``<= 0``.
+        is out of range, or a concrete ``temperature`` is ``<= 0``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -198,12 +215,16 @@ def log_prob(
     """
     y, logits, dtype, axis = _checks.logits_pair(y, logits, axis, names=("y", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
+    invalid = _ops.invalid_rows(logits, axis)
+    y = _ops.nan_gradient_where_invalid(y, invalid)
+    logits = _ops.nan_gradient_where_invalid(logits, invalid)
+    tau = _ops.nan_gradient_where_invalid(tau, invalid)
     masked = jnp.isneginf(logits)
     log_y = jnp.log(jnp.where(masked, 1.0, y))
     density = _exp_concrete_log_density(log_y, logits, tau, axis) - jnp.sum(
         log_y, axis=axis, keepdims=True
     )
-    return jnp.squeeze(density, axis).astype(dtype)
+    return jnp.squeeze(_ops.nan_where_invalid(density, invalid), axis).astype(dtype)
 
 
 def kl_relaxed(
@@ -222,6 +243,9 @@ def kl_relaxed(
     equals the KL between their ExpConcretes, since both are mapped by the same bijection. Its
     expectation over keys is the KL; for the same parameters it is exactly 0.
 
+    An invalid row of either logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN``, in
+    value and gradients: see "Invalid inputs" in ``gumbel_jax``.
+
     Args:
       key: a PRNG key.
       logits_q: ``[..., num_categories, ...]`` logits of q (e.g. the encoder's output).
@@ -237,9 +261,9 @@ def kl_relaxed(
       dtype.
 
     Raises:
-      TypeError: if the logits are not floating.
+      TypeError: if the logits are not floating or a temperature is not a real number.
       ValueError: if the shapes do not broadcast or differ in the number of categories, ``axis``
-        is out of range, or a Python-number temperature is ``<= 0``.
+        is out of range, or a concrete temperature is ``<= 0``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -256,8 +280,13 @@ def kl_relaxed(
     )
     tau_q = _checks.temperature(temperature_q, logits_q.dtype, name="temperature_q")
     tau_p = _checks.temperature(temperature_p, logits_q.dtype, name="temperature_p")
+    invalid = _ops.invalid_rows(logits_q, axis) | _ops.invalid_rows(logits_p, axis)
+    logits_q = _ops.nan_gradient_where_invalid(logits_q, invalid)
+    logits_p = _ops.nan_gradient_where_invalid(logits_p, invalid)
+    tau_q = _ops.nan_gradient_where_invalid(tau_q, invalid)
+    tau_p = _ops.nan_gradient_where_invalid(tau_p, invalid)
     log_y = _sample_log(key, logits_q, tau_q, axis)
     kl = _exp_concrete_log_density(log_y, logits_q, tau_q, axis) - _exp_concrete_log_density(
         log_y, logits_p, tau_p, axis
     )
-    return jnp.squeeze(kl, axis).astype(dtype)
+    return jnp.squeeze(_ops.nan_where_invalid(kl, invalid), axis).astype(dtype)

@@ -2,8 +2,9 @@
 
 All functions take a PRNG key first, work under ``jit``, ``vmap`` and ``grad`` for any batch shape
 and any category ``axis``, and accept ``-inf`` logits for masked categories (probability zero, no
-``NaN``; at least one category per row must be finite). ``bfloat16`` and ``float16`` inputs are
-computed in ``float32`` and returned in the input dtype.
+``NaN``). A row with a ``NaN`` or ``+inf`` logit, or with no finite logit, is invalid and gives
+``NaN`` (see "Invalid inputs" in ``gumbel_jax``). ``bfloat16`` and ``float16`` inputs are computed
+in ``float32`` and returned in the input dtype.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -77,6 +78,9 @@ def gumbel_softmax(
     same key), and the gradient is that of the soft sample: the straight-through Gumbel-Softmax
     estimator.
 
+    An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN`` in its
+    values and gradients: see "Invalid inputs" in ``gumbel_jax``.
+
     Args:
       key: a PRNG key.
       logits: ``[..., num_categories, ...]`` unnormalised log-probabilities, with the categories
@@ -92,8 +96,8 @@ def gumbel_softmax(
       ``axis`` (soft) or a one-hot vector (hard).
 
     Raises:
-      TypeError: if ``logits`` is not floating.
-      ValueError: if ``axis`` is out of range or a Python-number ``temperature`` is ``<= 0``.
+      TypeError: if ``logits`` is not floating or ``temperature`` is not a real number.
+      ValueError: if ``axis`` is out of range or a concrete ``temperature`` is ``<= 0``.
 
     Examples:
       >>> logits = jnp.zeros((8, 10))
@@ -110,12 +114,15 @@ def gumbel_softmax(
     """
     x, dtype, axis = _checks.logits_array(logits, axis)
     tau = _checks.temperature(temperature, x.dtype)
+    invalid = _ops.invalid_rows(x, axis)
+    x = _ops.nan_gradient_where_invalid(x, invalid)
+    tau = _ops.nan_gradient_where_invalid(tau, invalid)
     noise = gumbel(key, x.shape, x.dtype)
     soft = jax.nn.softmax(_ops.tempered_logits(x, noise, tau), axis=axis)
     if hard:
         one_hot = _ops.one_hot_argmax(x + noise, axis, soft.dtype)
         soft = _ops.hard_with_soft_gradient(soft, one_hot)
-    return soft.astype(dtype)
+    return _ops.nan_where_invalid(soft, invalid).astype(dtype)
 
 
 def gumbel_max(key: jax.Array, logits: jax.typing.ArrayLike, *, axis: int = -1) -> jax.Array:
@@ -124,6 +131,9 @@ def gumbel_max(key: jax.Array, logits: jax.typing.ArrayLike, *, axis: int = -1) 
     ``one_hot(argmax(logits + G))`` is distributed as ``Categorical(softmax(logits))``. The result
     is not differentiable (its gradient is zero); use ``gumbel_softmax`` or
     ``gumbel_jax.estimators`` for gradients.
+
+    An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives a row of ``NaN``:
+    see "Invalid inputs" in ``gumbel_jax``.
 
     Args:
       key: a PRNG key.
@@ -147,8 +157,10 @@ def gumbel_max(key: jax.Array, logits: jax.typing.ArrayLike, *, axis: int = -1) 
       Gumbel (1954); Maddison, Tarlow, Minka. A* Sampling, https://arxiv.org/abs/1411.0030
     """
     x, dtype, axis = _checks.logits_array(logits, axis)
+    invalid = _ops.invalid_rows(x, axis)
     noise = gumbel(key, x.shape, x.dtype)
-    return jax.lax.stop_gradient(_ops.one_hot_argmax(x + noise, axis, dtype))
+    one_hot = jax.lax.stop_gradient(_ops.one_hot_argmax(x + noise, axis, dtype))
+    return _ops.nan_where_invalid(one_hot, invalid)
 
 
 def gumbel_top_k(
@@ -159,8 +171,11 @@ def gumbel_top_k(
     The indices of the ``k`` largest ``logits + G`` are, in order, a sample of ``k`` successive
     draws without replacement from ``softmax(logits)`` (the Plackett-Luce distribution): the
     first index is distributed as ``Categorical(softmax(logits))``, the second as a draw from the
-    remaining categories renormalised, and so on. Masked (``-inf``) categories come after all
-    finite ones, so ``k`` should not exceed the number of unmasked categories.
+    remaining categories renormalised, and so on. Masked (``-inf``) categories are never drawn.
+
+    A slot that no valid category can fill holds the out-of-range index ``num_categories``: every
+    slot of an invalid row (a ``NaN`` or ``+inf``, or no finite logit) and the slots beyond a
+    row's number of unmasked categories; see "Invalid inputs" in ``gumbel_jax``.
 
     Args:
       key: a PRNG key.
@@ -170,7 +185,7 @@ def gumbel_top_k(
 
     Returns:
       An ``int32`` array of the shape of ``logits`` with ``axis`` of size ``k``: the sampled
-      category indices in the order they were drawn.
+      category indices in the order they were drawn, ``num_categories`` in unfilled slots.
 
     Raises:
       TypeError: if ``logits`` is not floating or ``k`` is not an int.
@@ -189,7 +204,11 @@ def gumbel_top_k(
     k = _checks.positive_int(
         k, name="k", maximum=x.shape[axis], what=f"the number of categories on axis {axis}"
     )
+    invalid = jnp.moveaxis(_ops.invalid_rows(x, axis), axis, -1)
     noise = gumbel(key, x.shape, x.dtype)
     scores = jnp.moveaxis(x + noise, axis, -1)
-    _, indices = jax.lax.top_k(scores, k)
+    values, indices = jax.lax.top_k(scores, k)
+    # Slots that no valid category can fill get the out-of-range index ``num_categories``.
+    unfilled = invalid | jnp.isneginf(values)
+    indices = jnp.where(unfilled, x.shape[axis], indices)
     return jnp.moveaxis(indices.astype(jnp.int32), -1, axis)

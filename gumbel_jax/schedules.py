@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gumbel_jax import _checks
 
@@ -26,6 +27,9 @@ __all__ = ["exponential"]
 
 
 def _positive_finite(value: float, name: str, *, allow_zero: bool = False) -> float:
+    static = _checks.static_value(value) if isinstance(value, jax.Array | np.ndarray) else None
+    if static is not None and static.ndim == 0:  # a concrete 0-d array counts as its number
+        value = static.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number; got {value!r}.")
     value = float(value)
