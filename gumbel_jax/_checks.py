@@ -12,6 +12,7 @@ are computed in their own dtype.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -290,3 +291,24 @@ def _received(value: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} of type {type(value).__name__}"
+
+
+def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> float:
+    """Returns ``value`` as a Python float that is finite and > 0 (>= 0 with ``allow_zero``).
+
+    A concrete 0-d array (NumPy, or JAX outside ``jit``) counts as its number.
+
+    Raises:
+      TypeError: ``value`` is not a real number (a ``bool`` is not one).
+      ValueError: ``value`` is not finite, negative, or zero without ``allow_zero``.
+    """
+    static = static_value(value) if isinstance(value, jax.Array | np.ndarray) else None
+    if static is not None and static.ndim == 0:
+        value = static.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
+    return value

@@ -13,30 +13,14 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gumbel_jax import _checks
 
 __all__ = ["exponential"]
-
-
-def _positive_finite(value: float, name: str, *, allow_zero: bool = False) -> float:
-    static = _checks.static_value(value) if isinstance(value, jax.Array | np.ndarray) else None
-    if static is not None and static.ndim == 0:  # a concrete 0-d array counts as its number
-        value = static.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
-        expected = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
-    return value
 
 
 def exponential(
@@ -72,9 +56,9 @@ def exponential(
       Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax (ICLR 2017),
       https://arxiv.org/abs/1611.01144, section 4.
     """
-    initial = _positive_finite(initial, "initial")
-    rate = _positive_finite(rate, "rate", allow_zero=True)
-    minimum = _positive_finite(minimum, "minimum")
+    initial = _checks.positive_finite(initial, name="initial")
+    rate = _checks.positive_finite(rate, name="rate", allow_zero=True)
+    minimum = _checks.positive_finite(minimum, name="minimum")
     every = _checks.positive_int(every, name="every")
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from idx_files import write_random_idx
 
@@ -339,7 +340,7 @@ KILLED_DURING_SAVE = textwrap.dedent(
     def state(step, size):
         params = {"w": jnp.full((size,), float(step))}
         return train.TrainState.create(
-            apply_fn=None, params=params, tx=optax.adam(1e-3), key=jax.random.key(0)
+            graphdef=None, params=params, tx=optax.adam(1e-3), key=jax.random.key(0)
         ).replace(step=jnp.int32(step))
 
     saved = checkpoints.RunCheckpoints(sys.argv[1])
@@ -366,7 +367,7 @@ def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path)
     with checkpoints.RunCheckpoints(tmp_path) as saved:
         assert saved.steps() == [1]
         target = train.TrainState.create(
-            apply_fn=None,
+            graphdef=None,
             params={"w": np.zeros(10, np.float32)},
             tx=optax.adam(1e-3),
             key=jax.random.key(0),
@@ -375,3 +376,59 @@ def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path)
     assert restored.step == 1 and restored.epoch == 1
     np.testing.assert_array_equal(restored.state.params["w"], np.ones(10, np.float32))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # cleaned up
+
+
+def _write_linen_checkpoint(workdir: Path, config: Config) -> Path:
+    """A checkpoint as the Flax Linen version of the experiment saved it (before NNX).
+
+    Linen named the layers ``encoder_0``, ``encoder_1``, ``encoder_logits``, ``decoder_0``, ...,
+    kept them under ``params`` and wrote no ``format`` into the JSON item.
+    """
+    widths = {
+        "encoder_0": (784, 512),
+        "encoder_1": (512, 256),
+        "encoder_logits": (256, config.latents * config.categories),
+        "decoder_0": (config.latents * config.categories, 256),
+        "decoder_1": (256, 512),
+        "decoder_logits": (512, 784),
+    }
+    params = {
+        name: {"kernel": jnp.zeros(shape), "bias": jnp.zeros(shape[1])}
+        for name, shape in widths.items()
+    }
+    arrays = {
+        "params": params,
+        "opt_state": optax.adam(1e-3).init(params),
+        "step": jnp.int32(STEPS_PER_EPOCH),
+        "key": jax.random.key_data(jax.random.key(0)),
+    }
+    meta = {"config": config.to_dict(), "data": "", "partial_epoch": None, "epoch": 1}
+    directory = workdir / checkpoints.CHECKPOINT_DIR
+    manager = ocp.CheckpointManager(
+        directory.absolute(),
+        options=ocp.CheckpointManagerOptions(create=True),
+        item_names=("state", "meta"),
+    )
+    manager.save(
+        STEPS_PER_EPOCH,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(arrays),
+            meta=ocp.args.JsonSave({**meta, "step": STEPS_PER_EPOCH}),
+        ),
+    )
+    manager.wait_until_finished()
+    manager.close()
+    return directory
+
+
+def test_a_checkpoint_of_the_linen_model_is_refused_in_one_line(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "linen"
+    args = _args(data_dir, workdir, 2)
+    config = cli.config_from_args(cli.build_parser().parse_args(args))
+    directory = _write_linen_checkpoint(workdir, config)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: the checkpoint at step {STEPS_PER_EPOCH} in {directory}")
+    assert "Flax Linen" in err and "another --workdir" in err
+    assert sorted(p.name for p in directory.iterdir()) == [str(STEPS_PER_EPOCH)]  # kept

@@ -1,5 +1,6 @@
 """Tests of experiments.mnist.input_pipeline and of the CLI's data failures (exit status 2)."""
 
+import dataclasses
 import gzip
 import os
 import socket
@@ -12,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments.mnist import cli, input_pipeline
+from experiments.mnist.config import Config, ConfigError
 
 LABELS = "t10k-labels-idx1-ubyte"
 
@@ -245,3 +247,26 @@ def test_without_tensorflow_tfds_downloads_the_idx_files(no_local_data, monkeypa
     assert data.train_images.shape == (60_000, 28, 28)
     assert requested[LABELS].endswith(f"/mnist/{LABELS}.gz")
     assert os.fspath(data.source).startswith("tfds-downloads:")
+
+
+def test_the_flags_and_their_defaults_come_from_the_config_fields(monkeypatch):
+    monkeypatch.delenv(input_pipeline.DATA_DIR_ENV, raising=False)
+    assert cli.config_from_args(cli.build_parser().parse_args([])) == Config()
+    flagged = [f for f in dataclasses.fields(Config) if f.metadata["flag"] is not None]
+    text = " ".join(cli.build_parser().format_help().split())
+    for field in flagged:
+        assert f"{cli.flag(field.name)} " in text
+        assert " ".join(field.metadata["help"].split()) in text
+    assert cli.flag("learning_rate") == "--lr" and cli.flag("progress") == "--no-progress"
+
+
+def test_a_config_error_names_its_field():
+    with pytest.raises(ConfigError) as error:
+        Config(learning_rate=0.0)
+    assert (error.value.field, error.value.problem) == (
+        "learning_rate",
+        "must be positive, got 0.0",
+    )
+    with pytest.raises(ConfigError) as error:
+        Config(estimator="reinmax")
+    assert error.value.field is None and str(error.value).startswith("reinmax needs")

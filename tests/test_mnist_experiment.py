@@ -52,7 +52,7 @@ def test_threshold_rejects_models_that_ignore_the_latents(test_x):
     assert 784 * np.log(2) > THRESHOLD  # the all-0.5 decoder
     config = Config(estimator="st")
     untrained = train.create_train_state(config, data_dim=784)
-    assert evaluate.evaluate(untrained.params, test_x, config=config)["test/neg_elbo"] > 500
+    assert evaluate.evaluate(untrained.model(), test_x, config=config)["test/neg_elbo"] > 500
 
 
 def test_every_output_is_written_and_well_formed(run):
@@ -88,8 +88,8 @@ def test_evaluation_bounds_are_ordered_and_reproducible(run, test_x):
     config = Config(estimator="st")
     state = train.create_train_state(config, data_dim=784)
     x = test_x[:1000]
-    small = evaluate.evaluate(state.params, x, config=config, num_samples=2)
-    large = evaluate.evaluate(state.params, x, config=config, num_samples=16)
+    small = evaluate.evaluate(state.model(), x, config=config, num_samples=2)
+    large = evaluate.evaluate(state.model(), x, config=config, num_samples=16)
     assert large["test/nll_iwae"] < small["test/nll_iwae"] < small["test/neg_elbo"]
-    again = evaluate.evaluate(state.params, x, config=config, num_samples=2)
+    again = evaluate.evaluate(state.model(), x, config=config, num_samples=2)
     assert again == small

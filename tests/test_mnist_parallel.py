@@ -47,7 +47,7 @@ FOUR_DEVICES = textwrap.dedent(
                           config=config, mesh=mesh, on_epoch_end=lambda s, r: results.append(r))
         out[name] = {
             "loss": results[0].train_loss,
-            "devices": len(state.params["encoder_0"]["kernel"].sharding.device_set),
+            "devices": len(state.params["encoder_hidden"][0]["kernel"][...].sharding.device_set),
             "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.params)],
         }
     # The compiled chunk on 4 devices averages the gradients with an all-reduce, and each

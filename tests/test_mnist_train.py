@@ -172,3 +172,21 @@ def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(imag
     # 1e-3 * (1 + cos(pi * 4 / 5)) / 2 = 9.5e-5 at the last of 5 steps.
     assert first > 5e-4
     assert last < 2e-4
+
+
+def test_parameters_start_as_linen_dense_defaults():
+    """nnx.Linear's defaults, those of Linen's Dense: LeCun-normal kernels, zero biases."""
+    config = Config()
+    params = train.create_train_state(config, data_dim=784).params
+    layers = [*params["encoder_hidden"].values(), params["encoder_logits"]]
+    layers += [*params["decoder_hidden"].values(), params["decoder_logits"]]
+    shapes = [tuple(layer["kernel"][...].shape) for layer in layers]
+    assert shapes == [(784, 512), (512, 256), (256, 300), (300, 256), (256, 512), (512, 784)]
+    for layer, (fan_in, _) in zip(layers, shapes, strict=True):
+        kernel = np.asarray(layer["kernel"][...])
+        std = np.sqrt(1 / fan_in)  # variance 1 / fan_in: a normal truncated at 2 of its sigmas
+        np.testing.assert_allclose(kernel.std(), std, rtol=0.03)
+        np.testing.assert_allclose(kernel.mean(), 0.0, atol=0.02 * std)
+        assert np.abs(kernel).max() <= 2 * std / 0.87962566103423978 + 1e-6
+        assert np.abs(kernel).max() > 1.9 * std / 0.87962566103423978  # truncated, not clipped
+        np.testing.assert_array_equal(np.asarray(layer["bias"][...]), 0.0)

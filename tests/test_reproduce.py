@@ -21,7 +21,7 @@ import pytest
 from idx_files import write_random_idx
 from matplotlib.image import imread
 
-from experiments.mnist import input_pipeline
+from experiments.mnist import input_pipeline, outputs
 from experiments.reproduce import campaign, cli, grid, published, report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,18 +85,18 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
         assert entry["seconds_per_epoch"] > 0
         assert entry["limit_examples"] == 1000
         # The JSON holds the final run's last test record...
-        chosen = grid.Schedule(
+        chosen = grid.TemperatureSchedule(
             entry["settings"]["temperature"],
             entry["settings"]["temperature_min"],
             entry["settings"]["anneal_rate"],
             entry["settings"]["anneal_every"],
         )
         slug = grid.Candidate(entry["settings"]["learning_rate"], chosen).slug
-        record = campaign.read_records(runs / "final" / name / slug / "seed0")[-1]
+        record = outputs.read_metrics(runs / "final" / name / slug / "seed0")[-1]
         assert entry["neg_elbo_mean"] == pytest.approx(record["test/neg_elbo"], rel=1e-12)
         # ...and the chosen candidate is the tuning run with the lowest validation score.
         scores = {
-            path.name: campaign.read_records(path)[-1]["test/neg_elbo"]
+            path.name: outputs.read_metrics(path)[-1]["test/neg_elbo"]
             for path in (runs / "tune" / name).iterdir()
         }
         assert scores[slug] == min(scores.values())
@@ -159,21 +159,21 @@ def test_validation_split_holds_out_the_last_10000_training_images_and_no_test_i
 
 
 def test_parse_schedule():
-    assert grid.parse_schedule("1.0") == grid.Schedule(1.0, 1.0)
-    assert grid.parse_schedule("2:2") == grid.Schedule(2.0, 2.0)
-    annealed = grid.parse_schedule("1.0:0.5", rate=1e-4, every=500)
-    assert annealed == grid.Schedule(1.0, 0.5, 1e-4, 500)
+    assert grid.parse_temperature_schedule("1.0") == grid.TemperatureSchedule(1.0, 1.0)
+    assert grid.parse_temperature_schedule("2:2") == grid.TemperatureSchedule(2.0, 2.0)
+    annealed = grid.parse_temperature_schedule("1.0:0.5", rate=1e-4, every=500)
+    assert annealed == grid.TemperatureSchedule(1.0, 0.5, 1e-4, 500)
     assert annealed.slug == "t1-to0.5-r0.0001-every500"
-    assert grid.Schedule(1.5, 1.5).slug == "t1.5-const"
+    assert grid.TemperatureSchedule(1.5, 1.5).slug == "t1.5-const"
     for bad in ("", "x", "0", "-1", "1:2:3", "1:"):
         with pytest.raises(ValueError, match="is not 'T'"):
-            grid.parse_schedule(bad)
+            grid.parse_temperature_schedule(bad)
     with pytest.raises(ValueError, match="anneals upwards"):
-        grid.parse_schedule("0.5:1.0")
+        grid.parse_temperature_schedule("0.5:1.0")
 
 
 def test_the_learning_rate_schedule_is_a_tuning_dimension_named_only_when_not_constant():
-    st, schedule = grid.VARIANTS["st"], grid.Schedule(1.5, 1.5)
+    st, schedule = grid.VARIANTS["st"], grid.TemperatureSchedule(1.5, 1.5)
     grid_ = grid.candidates(st, (1e-3,), (schedule,), (), ("constant", "cosine"))
     assert [c.slug for c in grid_] == ["lr0.001-t1.5-const", "lr0.001-cosine-t1.5-const"]
     assert [c.label for c in grid_] == [
@@ -187,21 +187,26 @@ def test_the_learning_rate_schedule_is_a_tuning_dimension_named_only_when_not_co
 
 def test_a_run_saved_before_lr_schedule_existed_is_a_constant_rate_run(tmp_path):
     st = grid.VARIANTS["st"]
-    candidate = grid.Candidate(1e-3, grid.Schedule(1.0, 1.0))
+    candidate = grid.Candidate(1e-3, grid.TemperatureSchedule(1.0, 1.0))
     run = grid.tune_run(tmp_path, st, candidate, epochs=1)
     run.workdir.mkdir(parents=True)
     config = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
     del config["lr_schedule"]
     (run.workdir / "config.json").write_text(json.dumps(config))
     assert campaign.status(run) == "new"
-    cosine = grid.Run(
-        "tune", st, grid.Candidate(1e-3, candidate.schedule, "cosine"), 0, 1, run.workdir
+    cosine = grid.CampaignRun(
+        "tune",
+        st,
+        grid.Candidate(1e-3, candidate.temperature_schedule, "cosine"),
+        0,
+        1,
+        run.workdir,
     )
     with pytest.raises(campaign.CampaignError, match="lr_schedule: 'constant' there, 'cosine'"):
         campaign.status(cosine)
 
 
-def _write_run(run: grid.Run, neg_elbos, *, final=True) -> None:
+def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True) -> None:
     """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch."""
     run.workdir.mkdir(parents=True)
     config = run.config(eval_samples=4, data_dir=None, progress=False)
@@ -217,7 +222,7 @@ def _write_run(run: grid.Run, neg_elbos, *, final=True) -> None:
 
 def test_status_choose_and_report_from_finished_workdirs(tmp_path):
     st, relaxed = grid.VARIANTS["st"], grid.VARIANTS["relaxed"]
-    schedules = (grid.Schedule(1.0, 0.5, 1e-4, 500), grid.Schedule(1.0, 1.0))
+    schedules = (grid.TemperatureSchedule(1.0, 0.5, 1e-4, 500), grid.TemperatureSchedule(1.0, 1.0))
     tune = [
         grid.tune_run(tmp_path, v, c, epochs=2)
         for v in (st, relaxed)
@@ -233,14 +238,14 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
         _write_run(run, [150.0, score])
     assert campaign.status(tune[0]) == "finished"
     choices = campaign.choose(tune)
-    assert choices["st"].candidate.schedule == schedules[0]  # NaN (diverged) loses.
+    assert choices["st"].candidate.temperature_schedule == schedules[0]  # NaN (diverged) loses.
     assert math.isinf(dict(choices["st"].scores)[grid.Candidate(1e-3, schedules[1])])
-    assert choices["relaxed"].candidate.schedule == schedules[1]
+    assert choices["relaxed"].candidate.temperature_schedule == schedules[1]
 
     # A longer run than asked, or a folder of other settings, is refused.
     with pytest.raises(campaign.CampaignError, match="more than the 1 asked"):
         campaign.status(grid.tune_run(tmp_path, st, choices["st"].candidate, epochs=1))
-    other = grid.Run("tune", relaxed, choices["st"].candidate, 0, 2, tune[0].workdir)
+    other = grid.CampaignRun("tune", relaxed, choices["st"].candidate, 0, 2, tune[0].workdir)
     with pytest.raises(campaign.CampaignError, match="estimator: 'st' there, 'relaxed' here"):
         campaign.status(other)
 

@@ -3,11 +3,16 @@
 A checkpoint (``<workdir>/checkpoints/<step>/``, one Orbax ``CheckpointManager`` step) holds two
 items:
 
-- ``state``: the arrays needed to continue exactly: ``params``, ``opt_state``, ``step`` and the
-  training PRNG key as key data (``jax.random.key_data``; restored with ``wrap_key_data``);
-- ``meta`` (JSON): the finished ``epoch``, the ``step``, the run's ``config``, a ``data``
-  fingerprint of the training images, and ``partial_epoch`` (the step losses and seconds of an
-  epoch stopped part way, so that its metrics line covers all of its steps after the resume).
+- ``state``: the arrays needed to continue exactly: ``params`` (the model's ``nnx.State`` of
+  parameters), ``opt_state`` (Adam's state, of the same structure), ``step`` and the training PRNG
+  key as key data (``jax.random.key_data``; restored with ``wrap_key_data``);
+- ``meta`` (JSON): the ``format`` (:data:`FORMAT`), the finished ``epoch``, the ``step``, the
+  run's ``config``, a ``data`` fingerprint of the training images, and ``partial_epoch`` (the step
+  losses and seconds of an epoch stopped part way, so that its metrics line covers all of its
+  steps after the resume).
+
+Checkpoints of the experiment's earlier Flax Linen model (no ``format`` in ``meta``; parameters
+named ``encoder_0`` ...) are refused with a :class:`CheckpointError`, never deleted.
 
 The manager keeps the last :data:`KEEP` steps. Orbax writes each step into a temporary folder
 and renames it when complete, so a process killed during a save leaves no half-written step
@@ -35,6 +40,8 @@ from experiments.mnist.config import Config
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
+# The ``meta`` item's ``format`` of checkpoints of the Flax NNX model; the Linen model wrote none.
+FORMAT = "flax-nnx-1"
 
 
 class CheckpointError(Exception):
@@ -106,9 +113,19 @@ class RunCheckpoints:
     asynchronous save is finished before the program exits.
 
     Examples:
-      >>> with RunCheckpoints(workdir) as checkpoints:  # doctest: +SKIP
-      ...     restored = checkpoints.restore_latest(fresh_state)
-      ...     checkpoints.save(state, epoch=1, meta={"config": config.to_dict()})
+      >>> import tempfile
+      >>> from experiments.mnist import train
+      >>> from experiments.mnist.config import Config
+      >>> config = Config(latents=2, categories=3, hidden=(8,))
+      >>> fresh = train.create_train_state(config, data_dim=16)
+      >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
+      ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
+      ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
+      ...     saved.wait_until_finished()
+      ...     restored = saved.restore_latest(fresh)
+      None
+      >>> restored.step, restored.epoch, restored.meta["format"]
+      (0, 0, 'flax-nnx-1')
     """
 
     def __init__(
@@ -159,7 +176,7 @@ class RunCheckpoints:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(_arrays(state)),
-                meta=ocp.args.JsonSave({**meta, "epoch": epoch, "step": step}),
+                meta=ocp.args.JsonSave({**meta, "format": FORMAT, "epoch": epoch, "step": step}),
             ),
             force=True,
         )
@@ -198,6 +215,7 @@ class RunCheckpoints:
                         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
                     )["meta"]
                     epoch = int(meta["epoch"])
+                    _check_format(step, meta, self.directory)
                     if check is not None:
                         check(step, meta)
                     arrays = self._manager.restore(
@@ -242,6 +260,22 @@ class RunCheckpoints:
         """Finishes pending saves and releases the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _check_format(step: int, meta: dict[str, Any], directory: Path) -> None:
+    """Refuses a checkpoint of another format (the Linen model's) before its arrays are read."""
+    if meta.get("format") == FORMAT:
+        return
+    writer = (
+        "the earlier Flax Linen version of this experiment"
+        if "format" not in meta
+        else f"another version of this experiment (format {meta['format']!r})"
+    )
+    raise CheckpointError(
+        f"the checkpoint at step {step} in {directory} was written by {writer} and cannot be "
+        "resumed by this one (Flax NNX): use another --workdir, or move that folder away to start "
+        "the run over"
+    )
 
 
 def check_resumable(

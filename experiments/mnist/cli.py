@@ -10,27 +10,30 @@ SIGTERM, with a checkpoint saved at the end of the current chunk.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from experiments.mnist import input_pipeline, outputs, parallel
-from experiments.mnist.config import BINARIZATIONS, ESTIMATORS, LR_SCHEDULES, Config
-
-_DEFAULTS = Config()
-
-
-# Config fields whose flag is not the field's name with dashes.
-_FLAGS = {"learning_rate": "--lr"}
+from experiments.mnist.config import (
+    DATA_AND_OUTPUTS,
+    EVALUATION,
+    MODEL,
+    TRAINING,
+    Config,
+    ConfigError,
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default (a list as its values), except ``None`` and off switches."""
+    """Shows each flag's default (a list as its values), except ``None`` and on/off switches."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
+        if action.default is None or action.nargs == 0:
             return action.help
         if isinstance(action.default, list | tuple):
             values = " ".join(map(str, action.default)).replace("%", "%%")
@@ -38,25 +41,53 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_data_arguments(group: argparse._ActionsContainer) -> None:
-    """Adds ``--data-dir`` and ``--allow-unverified-data`` to a parser or argument group."""
-    group.add_argument(
-        "--data-dir",
-        default=None,
-        help=(
-            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
-            f"variable {input_pipeline.DATA_DIR_ENV}, else tensorflow-datasets"
-        ),
-    )
-    group.add_argument(
-        "--allow-unverified-data",
-        action="store_true",
-        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
-    )
+def flag(name: str) -> str:
+    """The command-line flag of the :class:`Config` field ``name`` (``learning_rate``: ``--lr``)."""
+    return Config.__dataclass_fields__[name].metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def _flagged_fields(group: str | None = None) -> list[dataclasses.Field]:
+    """The :class:`Config` fields that have a flag (those of ``group`` only, if given)."""
+    return [
+        f
+        for f in dataclasses.fields(Config)
+        if f.metadata["flag"] is not None and group in (None, f.metadata["group"])
+    ]
+
+
+def add_settings(
+    container: argparse._ActionsContainer, names: Sequence[str], *, show_default: bool = True
+) -> None:
+    """Adds the flags of the :class:`Config` fields ``names``, as the fields declare them.
+
+    Each flag stores into the field's name, with the field's default, help and choices; a
+    ``bool`` field is an on/off switch (``--no-progress`` turns ``progress`` off).
+
+    Args:
+      container: a parser or an argument group.
+      names: the fields.
+      show_default: ``False`` gives the flags the default ``None`` (so that a caller can tell
+        whether they were passed) and writes the field's default into the help.
+    """
+    for name in names:
+        field = Config.__dataclass_fields__[name]
+        options: dict[str, Any] = {"dest": name, "help": field.metadata["help"]}
+        if isinstance(field.default, bool):
+            options["action"] = "store_false" if field.default else "store_true"
+        else:
+            options["type"] = str if field.default is None else type(field.default)
+            options["choices"] = field.metadata["choices"]
+            if options["choices"] is None:
+                options["metavar"] = flag(name).lstrip("-").replace("-", "_").upper()
+        options["default"] = field.default
+        if not show_default:
+            options["default"] = None
+            options["help"] += f" (default: {field.default})"
+        container.add_argument(flag(name), **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every default is the :class:`Config` default."""
+    """The argument parser: a flag for every :class:`Config` field that declares one."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments.mnist",
         description=(
@@ -65,99 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    model = parser.add_argument_group("model and estimator")
-    model.add_argument(
-        "--latents", type=int, default=_DEFAULTS.latents, help="number of categorical latents"
-    )
-    model.add_argument(
-        "--categories", type=int, default=_DEFAULTS.categories, help="categories per latent"
-    )
-    model.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,
-        default=None,
-        help=f"gradient estimator from gumbel_jax.estimators (default: {_DEFAULTS.estimator})",
-    )
-    model.add_argument("--hard", action="store_true", help="shorthand for --estimator st")
-    model.add_argument(
-        "--gumbel-rao-samples",
-        type=int,
-        default=_DEFAULTS.gumbel_rao_samples,
-        help="k of the gumbel-rao estimator",
-    )
-    training = parser.add_argument_group("training")
-    training.add_argument(
-        "--epochs",
-        type=int,
-        default=_DEFAULTS.epochs,
-        help="total epochs (a resumed run continues)",
-    )
-    training.add_argument(
-        "--batch-size",
-        type=int,
-        default=_DEFAULTS.batch_size,
-        help="an epoch is num_train // batch_size steps; the remainder is skipped that epoch",
-    )
-    training.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam's step")
-    training.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default=_DEFAULTS.lr_schedule,
-        help="cosine: decay --lr to 0 over the run's --epochs (which then cannot change on resume)",
-    )
-    training.add_argument(
-        "--temperature", type=float, default=_DEFAULTS.temperature, help="initial temperature"
-    )
-    training.add_argument(
-        "--temperature-min",
-        type=float,
-        default=_DEFAULTS.temperature_min,
-        help="the annealed temperature never goes below this",
-    )
-    training.add_argument(
-        "--anneal-rate",
-        type=float,
-        default=_DEFAULTS.anneal_rate,
-        help="temperature = max(min, initial * exp(-rate * step))",
-    )
-    training.add_argument(
-        "--anneal-every",
-        type=int,
-        default=_DEFAULTS.anneal_every,
-        help="the temperature is updated every this many global steps",
-    )
-    training.add_argument(
-        "--seed", type=int, default=_DEFAULTS.seed, help="every random number derives from it"
-    )
-    training.add_argument(
-        "--binarize",
-        choices=BINARIZATIONS,
-        default=_DEFAULTS.binarize,
-        help="dynamic: pixels ~ Bernoulli(intensity); none: grey levels as targets",
-    )
-    training.add_argument(
-        "--chunk-steps",
-        type=int,
-        default=_DEFAULTS.chunk_steps,
-        help="training steps per compiled scan (progress is updated between chunks)",
-    )
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument(
-        "--eval-samples",
-        type=int,
-        default=_DEFAULTS.eval_samples,
-        help="k of the importance-weighted bound computed at the end of training",
-    )
-    evaluation.add_argument(
-        "--eval-batch-size",
-        type=int,
-        default=_DEFAULTS.eval_batch_size,
-        help="test images per evaluation batch",
-    )
-    io = parser.add_argument_group("data and outputs")
-    add_data_arguments(io)
-    io.add_argument("--workdir", default=_DEFAULTS.workdir, help="folder for the outputs")
-    io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    for title in (MODEL, TRAINING, EVALUATION, DATA_AND_OUTPUTS):
+        group = parser.add_argument_group(title)
+        for field in _flagged_fields(title):
+            # --estimator has no default in the parser, so that --hard can tell it was not given.
+            add_settings(group, [field.name], show_default=field.name != "estimator")
+        if title == MODEL:
+            group.add_argument("--hard", action="store_true", help="shorthand for --estimator st")
     hosts = parser.add_argument_group(
         "several hosts (JAX multi-controller: run the same command on every host)"
     )
@@ -197,40 +142,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ValueError(
             f"--hard means --estimator st; it contradicts --estimator {args.estimator}"
         )
+    values = {field.name: getattr(args, field.name) for field in _flagged_fields()}
+    values["estimator"] = "st" if args.hard else (args.estimator or Config.estimator)
+    values["data_dir"] = input_pipeline.resolve_data_dir(args.data_dir)
     try:
-        return _config(args)
-    except ValueError as error:
-        # Config names its fields (``learning_rate must be positive``); the CLI names the flag.
-        field, _, rest = str(error).partition(" ")
-        if field not in Config.__dataclass_fields__:
+        return Config(**values)
+    except ConfigError as error:
+        if error.field is None:
             raise
-        raise ValueError(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {rest}") from None
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return Config(
-        latents=args.latents,
-        categories=args.categories,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        lr_schedule=args.lr_schedule,
-        estimator="st" if args.hard else (args.estimator or _DEFAULTS.estimator),
-        gumbel_rao_samples=args.gumbel_rao_samples,
-        temperature=args.temperature,
-        temperature_min=args.temperature_min,
-        anneal_rate=args.anneal_rate,
-        anneal_every=args.anneal_every,
-        binarize=args.binarize,
-        eval_samples=args.eval_samples,
-        eval_batch_size=args.eval_batch_size,
-        chunk_steps=args.chunk_steps,
-        seed=args.seed,
-        data_dir=input_pipeline.resolve_data_dir(args.data_dir),
-        allow_unverified_data=args.allow_unverified_data,
-        workdir=args.workdir,
-        progress=not args.no_progress,
-    )
+        raise ValueError(f"{flag(error.field)} {error.problem}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,11 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parallel.check_batch_size(config.batch_size, mesh := parallel.make_mesh())
     except ValueError as error:
         parser.error(str(error))
-    main_process = parallel.is_main_process()
+    return _train(config, data, mesh)
 
+
+def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) -> int:
+    """Trains and evaluates the run, reporting on the main process; returns the exit status."""
     # Imported here so that flag and data errors are reported before the model is built.
     from experiments.mnist import checkpoints, run
 
+    main_process = parallel.is_main_process()
     if main_process:
         print(
             f"MNIST from {data.source}: {len(data.train_images)} train, "
@@ -293,8 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if not main_process:
-        return 0
+    if main_process:
+        _print_outputs(config, final, checkpoints.CHECKPOINT_DIR)
+    return 0
+
+
+def _print_outputs(config: Config, final: dict[str, Any], checkpoint_dir: str) -> None:
     workdir = Path(config.workdir)
     print(f"Outputs in {workdir.resolve()}:")
     for name in (
@@ -303,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs.RECONSTRUCTIONS_FILE,
         outputs.SAMPLES_FILE,
         outputs.CURVES_FILE,
-        checkpoints.CHECKPOINT_DIR,
+        checkpoint_dir,
     ):
         print(f"  {workdir / name}")
     print(
@@ -311,4 +239,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{final['test/nll_iwae']:.2f} nats (k={final['iwae_samples']}), "
         f"train loss {final['train/loss']:.2f}, temperature {final['temperature']:.3f}"
     )
-    return 0

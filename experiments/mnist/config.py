@@ -15,28 +15,72 @@ from gumbel_jax.estimators import NAMES as ESTIMATORS
 
 BINARIZATIONS = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
+# The environment variable that names the IDX folder when ``--data-dir`` is not given.
+DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
 
-# Settings a resumed run may change: they do not change what is trained or how (``epochs`` only
-# moves the end; chunking, evaluation and outputs do not touch the training numbers; the data
-# folder may move, the data itself is checked by its fingerprint). Every other setting defines the
-# model, the data or the estimator, and a resumed run must keep it.
-MAY_CHANGE_ON_RESUME = frozenset(
-    {
-        "epochs",
-        "chunk_steps",
-        "eval_samples",
-        "eval_batch_size",
-        "data_dir",
-        "allow_unverified_data",
-        "workdir",
-        "progress",
-    }
+# The command line's groups of settings (their titles in ``--help``).
+MODEL, TRAINING, EVALUATION, DATA_AND_OUTPUTS = (
+    "model and estimator",
+    "training",
+    "evaluation",
+    "data and outputs",
 )
+
+
+class ConfigError(ValueError):
+    """An invalid setting.
+
+    Attributes:
+      field: the :class:`Config` field at fault, or ``None`` when settings conflict.
+      problem: what is wrong, without the field's name (``"must be positive, got 0.0"``), so that
+        a command line can name its flag instead.
+    """
+
+    def __init__(self, field: str | None, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}" if field else problem)
+
+
+def setting(
+    default: Any,
+    *,
+    help: str,
+    group: str,
+    defines_run: bool,
+    flag: str | None = "",
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A :class:`Config` field that declares its command-line flag and its role in a run, once.
+
+    Args:
+      default: the setting's default (of the CLI too).
+      help: the flag's help text.
+      group: the command line's group (:data:`MODEL`, :data:`TRAINING`, ...).
+      defines_run: whether the setting defines what is trained (the model, the data, the
+        estimator, the optimisation, the seed): a resumed run must keep it, and a run folder of
+        ``experiments.reproduce`` stands for it. The others (run length, chunking, evaluation,
+        where the data and outputs are) may change on resume.
+      flag: the flag, ``""`` for ``--`` and the name with dashes, ``None`` for no flag.
+      choices: the allowed values, if a fixed set.
+    """
+    metadata = {
+        "help": help,
+        "group": group,
+        "defines_run": defines_run,
+        "flag": flag,
+        "choices": choices,
+    }
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of a run. Hashable, so it can be a static argument of ``jax.jit``.
+
+    Each field is a :func:`setting`: its default, its flag and help text, and whether it defines
+    the run are declared there once; the command line (``experiments.mnist.cli``), the resume
+    check (:meth:`fixed_on_resume_differences`) and the campaign's run folders read them.
 
     Attributes:
       latents: number of categorical latent variables.
@@ -53,8 +97,9 @@ class Config:
       gumbel_rao_samples: ``num_samples`` (k) of the ``gumbel-rao`` estimator.
       temperature: initial temperature of the relaxation.
       temperature_min: floor of the annealed temperature.
-      anneal_rate: rate of the exponential schedule ``max(min, t0 * exp(-rate * step))``.
-      anneal_every: the schedule's step is rounded down to a multiple of this.
+      anneal_rate: rate of the exponential temperature annealing
+        ``max(min, t0 * exp(-rate * step))``.
+      anneal_every: the annealing's step is rounded down to a multiple of this.
       binarize: ``dynamic`` draws each training pixel as Bernoulli(intensity) every time it is used
         (the test set once, with a fixed key); ``none`` uses the grey levels as targets.
       eval_samples: k of the importance-weighted bound computed at the end of training.
@@ -68,28 +113,106 @@ class Config:
       progress: show a progress bar.
     """
 
-    latents: int = 30
-    categories: int = 10
-    hidden: tuple[int, ...] = (512, 256)
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    estimator: str = "relaxed"
-    gumbel_rao_samples: int = 10
-    temperature: float = 1.0
-    temperature_min: float = 0.5
-    anneal_rate: float = 3e-5
-    anneal_every: int = 100
-    binarize: str = "dynamic"
-    eval_samples: int = 32
-    eval_batch_size: int = 500
-    chunk_steps: int = 100
-    seed: int = 0
-    data_dir: str | None = None
-    allow_unverified_data: bool = False
-    workdir: str = "workdir"
-    progress: bool = True
+    latents: int = setting(30, help="number of categorical latents", group=MODEL, defines_run=True)
+    categories: int = setting(10, help="categories per latent", group=MODEL, defines_run=True)
+    hidden: tuple[int, ...] = setting(
+        (512, 256), help="encoder hidden widths", group=MODEL, defines_run=True, flag=None
+    )
+    epochs: int = setting(
+        10, help="total epochs (a resumed run continues)", group=TRAINING, defines_run=False
+    )
+    batch_size: int = setting(
+        100,
+        help="an epoch is num_train // batch_size steps; the remainder is skipped that epoch",
+        group=TRAINING,
+        defines_run=True,
+    )
+    learning_rate: float = setting(
+        1e-3, help="Adam's step", group=TRAINING, defines_run=True, flag="--lr"
+    )
+    lr_schedule: str = setting(
+        "constant",
+        help="cosine: decay --lr to 0 over the run's --epochs (which then cannot change on resume)",
+        group=TRAINING,
+        defines_run=True,
+        choices=LR_SCHEDULES,
+    )
+    estimator: str = setting(
+        "relaxed",
+        help="gradient estimator from gumbel_jax.estimators",
+        group=MODEL,
+        defines_run=True,
+        choices=ESTIMATORS,
+    )
+    gumbel_rao_samples: int = setting(
+        10, help="k of the gumbel-rao estimator", group=MODEL, defines_run=True
+    )
+    temperature: float = setting(1.0, help="initial temperature", group=TRAINING, defines_run=True)
+    temperature_min: float = setting(
+        0.5, help="the annealed temperature never goes below this", group=TRAINING, defines_run=True
+    )
+    anneal_rate: float = setting(
+        3e-5,
+        help="temperature = max(min, initial * exp(-rate * step))",
+        group=TRAINING,
+        defines_run=True,
+    )
+    anneal_every: int = setting(
+        100,
+        help="the temperature is updated every this many global steps",
+        group=TRAINING,
+        defines_run=True,
+    )
+    binarize: str = setting(
+        "dynamic",
+        help="dynamic: pixels ~ Bernoulli(intensity); none: grey levels as targets",
+        group=TRAINING,
+        defines_run=True,
+        choices=BINARIZATIONS,
+    )
+    eval_samples: int = setting(
+        32,
+        help="k of the importance-weighted bound computed at the end of training",
+        group=EVALUATION,
+        defines_run=False,
+    )
+    eval_batch_size: int = setting(
+        500, help="test images per evaluation batch", group=EVALUATION, defines_run=False
+    )
+    chunk_steps: int = setting(
+        100,
+        help="training steps per compiled scan (progress is updated between chunks)",
+        group=TRAINING,
+        defines_run=False,
+    )
+    seed: int = setting(
+        0, help="every random number derives from it", group=TRAINING, defines_run=True
+    )
+    data_dir: str | None = setting(
+        None,
+        help=(
+            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
+            f"variable {DATA_DIR_ENV}, else tensorflow-datasets"
+        ),
+        group=DATA_AND_OUTPUTS,
+        defines_run=False,
+    )
+    allow_unverified_data: bool = setting(
+        False,
+        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
+        group=DATA_AND_OUTPUTS,
+        defines_run=False,
+    )
+    workdir: str = setting(
+        "workdir", help="folder for the outputs", group=DATA_AND_OUTPUTS, defines_run=False
+    )
+    progress: bool = setting(
+        True,
+        help="do not show progress bars",
+        group=DATA_AND_OUTPUTS,
+        defines_run=False,
+        flag="--no-progress",
+    )
 
     def __post_init__(self):
         # JSON gives lists: store tuples so the config stays hashable.
@@ -100,7 +223,7 @@ class Config:
         """Checks every setting.
 
         Raises:
-          ValueError: naming the setting, what it must be and what it was.
+          ConfigError: naming the setting, what it must be and what it was.
         """
         positive_ints = (
             "latents",
@@ -116,27 +239,26 @@ class Config:
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
         if self.categories < 2:
-            raise ValueError(f"categories must be at least 2, got {self.categories}")
+            raise ConfigError("categories", f"must be at least 2, got {self.categories}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {self.hidden!r}")
+            raise ConfigError("hidden", f"must be positive layer widths, got {self.hidden!r}")
         for name in ("learning_rate", "temperature", "temperature_min"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)!r}")
         if self.anneal_rate < 0:
-            raise ValueError(f"anneal_rate must be non-negative, got {self.anneal_rate}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.binarize not in BINARIZATIONS:
-            raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {self.binarize!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise ConfigError("anneal_rate", f"must be non-negative, got {self.anneal_rate}")
+        for field in dataclasses.fields(self):
+            choices, value = field.metadata["choices"], getattr(self, field.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(field.name, f"must be one of {choices}, got {value!r}")
         if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
-            raise ValueError(
+            raise ConfigError(
+                None,
                 "reinmax needs a temperature >= 1 throughout (its authors' recommendation), got "
                 f"temperature {self.temperature} annealed to {self.temperature_min}: "
-                "pass --temperature-min 1 (and --temperature >= 1)"
+                "pass --temperature-min 1 (and --temperature >= 1)",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,18 +276,28 @@ class Config:
         """Builds a config from a dict such as :meth:`to_dict` returns.
 
         Raises:
-          ValueError: for unknown keys or invalid values.
+          ConfigError: for unknown keys or invalid values.
         """
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
+            raise ConfigError(
+                None, f"unknown config keys {unknown}; known keys are {sorted(known)}"
+            )
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> Config:
         """Builds a config from the JSON text :meth:`to_json` writes."""
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def run_defining(cls) -> tuple[str, ...]:
+        """The settings that define what a run trains, in field order (``defines_run``).
+
+        A resumed run must keep them; every other setting may change on resume.
+        """
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["defines_run"])
 
     @classmethod
     def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +308,7 @@ class Config:
         return {**cls().to_dict(), **saved}
 
     def fixed_on_resume_differences(self, saved: dict[str, Any]) -> list[str]:
-        """The settings outside ``MAY_CHANGE_ON_RESUME`` where ``saved`` differs from this config.
+        """The settings that define the run (:meth:`run_defining`) where ``saved`` differs.
 
         A setting missing from ``saved`` (a run saved before the setting existed) counts as its
         default. With the cosine learning-rate schedule ``epochs`` is fixed too: the schedule
@@ -191,7 +323,7 @@ class Config:
         """
         saved = self.with_defaults(saved)
         now = self.to_dict()
-        fixed = {name for name in now if name not in MAY_CHANGE_ON_RESUME}
+        fixed = set(self.run_defining())
         if self.lr_schedule == "cosine":
             fixed.add("epochs")
         return [
@@ -203,3 +335,11 @@ class Config:
     def steps_per_epoch(self, num_train: int) -> int:
         """Full batches in one epoch over ``num_train`` examples (the remainder is dropped)."""
         return num_train // self.batch_size
+
+
+# Settings a resumed run may change: they do not change what is trained or how (``epochs`` only
+# moves the end; chunking, evaluation and outputs do not touch the training numbers; the data
+# folder may move, the data itself is checked by its fingerprint).
+MAY_CHANGE_ON_RESUME = frozenset(
+    f.name for f in dataclasses.fields(Config) if not f.metadata["defines_run"]
+)

@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from experiments.mnist import input_pipeline, losses, models
 from experiments.mnist.config import Config
@@ -34,15 +35,16 @@ def test_pixels(images: np.ndarray, mode: str) -> jax.Array:
     )
 
 
-# The jitted functions below are static in the model (a hashable Flax module) and sizes only, not
-# in the whole Config: runs that differ in seed, learning rate or workdir share the compilation.
+# The jitted functions below take the model split (``nnx.split``): its graphdef is a static argument
+# (hashable, equal for models of the same shapes), its parameters a traced one. They are static in
+# the model's structure and sizes only, not in the whole Config: runs that differ in seed, learning
+# rate or workdir share the compilation.
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "num_samples"))
-def _per_example(
-    params, x, key, *, model: models.CategoricalVAE, batch_size: int, num_samples: int
-):
+@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "num_samples"))
+def _per_example(graphdef, params, x, key, *, batch_size: int, num_samples: int):
     """``(neg_elbo [n], nll_iwae [n] or None)`` over ``x`` in batches of ``batch_size``."""
+    model = nnx.merge(graphdef, params)
     n = x.shape[0]
     num_batches = -(-n // batch_size)
     padded = jnp.pad(x, ((0, num_batches * batch_size - n), (0, 0)))
@@ -51,16 +53,15 @@ def _per_example(
     def one_batch(args):
         index, xb = args
         elbo_key, iwae_key = jax.random.split(jax.random.fold_in(key, index))
-        logits = model.apply({"params": params}, xb, method=model.encode)
+        logits = model.encode(xb)
         z = sample.gumbel_max(elbo_key, logits)
-        pixel_logits = model.apply({"params": params}, z, method=model.decode)
-        neg_elbo = losses.negative_elbo(pixel_logits, xb, logits)
+        neg_elbo = losses.negative_elbo(model.decode(z), xb, logits)
         if not num_samples:
             return neg_elbo, None
         z_k = sample.gumbel_max(iwae_key, jnp.broadcast_to(logits, (num_samples, *logits.shape)))
-        pixel_logits_k = model.apply(
-            {"params": params}, z_k.reshape(-1, *logits.shape[1:]), method=model.decode
-        ).reshape(num_samples, batch_size, -1)
+        pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(
+            num_samples, batch_size, -1
+        )
         log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k)
         nll_iwae = -(jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples))
         return neg_elbo, nll_iwae
@@ -72,24 +73,27 @@ def _per_example(
 
 
 def evaluate(
-    params, x: jax.Array, *, config: Config, num_samples: int | None = None
+    model: models.CategoricalVAE,
+    x: jax.Array,
+    *,
+    config: Config,
+    num_samples: int | None = None,
 ) -> dict[str, float]:
     """Test-set bounds of the discrete model, in nats per example.
 
     Args:
-      params: model parameters.
+      model: the model (``TrainState.model()``).
       x: test pixels ``[n, data_dim]`` (see :func:`test_pixels`).
-      config: the run's settings (model shape, evaluation batch size).
+      config: the run's settings (its evaluation batch size).
       num_samples: k of the IWAE bound, or ``None`` to skip it.
 
     Returns:
       ``{"test/neg_elbo": ...}``, plus ``"test/nll_iwae"`` when ``num_samples`` is given.
     """
     neg_elbo, nll_iwae = _per_example(
-        params,
+        *nnx.split(model),
         x,
         jax.random.key(EVAL_SEED),
-        model=models.from_config(config, x.shape[-1]),
         batch_size=config.eval_batch_size,
         num_samples=num_samples or 0,
     )
@@ -99,25 +103,26 @@ def evaluate(
     return result
 
 
-def reconstruct(params, x: jax.Array, *, config: Config) -> jax.Array:
+def reconstruct(model: models.CategoricalVAE, x: jax.Array) -> jax.Array:
     """Pixel probabilities ``[n, data_dim]`` decoded from one one-hot posterior sample of ``x``."""
-    return _reconstruct(params, x, model=models.from_config(config, x.shape[-1]))
+    return _reconstruct(*nnx.split(model), x)
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _reconstruct(params, x: jax.Array, *, model: models.CategoricalVAE) -> jax.Array:
-    logits = model.apply({"params": params}, x, method=model.encode)
-    z = sample.gumbel_max(jax.random.key(EVAL_SEED), logits)
-    return jax.nn.sigmoid(model.apply({"params": params}, z, method=model.decode))
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _reconstruct(graphdef, params, x: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    z = sample.gumbel_max(jax.random.key(EVAL_SEED), model.encode(x))
+    return jax.nn.sigmoid(model.decode(z))
 
 
-def sample_prior(params, *, config: Config, num: int, data_dim: int) -> jax.Array:
+def sample_prior(model: models.CategoricalVAE, *, num: int) -> jax.Array:
     """Pixel probabilities ``[num, data_dim]`` decoded from ``num`` samples of the uniform prior."""
-    return _sample_prior(params, model=models.from_config(config, data_dim), num=num)
+    return _sample_prior(*nnx.split(model), num=num)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num"))
-def _sample_prior(params, *, model: models.CategoricalVAE, num: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("graphdef", "num"))
+def _sample_prior(graphdef, params, *, num: int) -> jax.Array:
+    model = nnx.merge(graphdef, params)
     uniform = jnp.zeros((num, model.latents, model.categories))
     z = sample.gumbel_max(jax.random.key(EVAL_SEED), uniform)
-    return jax.nn.sigmoid(model.apply({"params": params}, z, method=model.decode))
+    return jax.nn.sigmoid(model.decode(z))

@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Environment variable naming the IDX folder when --data-dir is not given.
-DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
+from experiments.mnist.config import DATA_DIR_ENV  # names the IDX folder without --data-dir
 
 # SHA-256 of the official files after gunzip (as pinned by torchvision and others).
 OFFICIAL_SHA256 = {

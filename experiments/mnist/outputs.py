@@ -8,14 +8,16 @@ so they work without a display.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -44,35 +46,41 @@ def append_metrics(workdir: str | os.PathLike, record: dict[str, Any]) -> Path:
     return path
 
 
-def truncate_metrics(workdir: str | os.PathLike, epochs: int) -> Path:
-    """Keeps the ``metrics.jsonl`` lines of epochs ``1..epochs``, for a run resumed after them.
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The epoch records of ``<workdir>/metrics.jsonl``, in order (none if there is no file).
 
-    Lines of later epochs (trained again by the resumed run) are dropped, and so is a line cut
+    The one reader of the file. A line that is not a complete JSON record of an epoch (a line
+    cut short by a killed process) is left out.
+    """
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
+
+
+def truncate_metrics(workdir: str | os.PathLike, epochs: int) -> Path:
+    """Keeps the ``metrics.jsonl`` records of epochs ``1..epochs``, for a run resumed after them.
+
+    Records of later epochs (trained again by the resumed run) are dropped, and so is a line cut
     short by a killed process. The file is replaced atomically; a missing file becomes empty.
     """
     path = Path(workdir) / METRICS_FILE
-    kept = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("epoch", epochs + 1) <= epochs:
-                kept.append(line + "\n")
+    kept = [r for r in read_metrics(workdir) if r["epoch"] <= epochs]
     partial = path.with_name(path.name + ".tmp")
     with partial.open("w") as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(record, sort_keys=True) + "\n" for record in kept)
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
     return path
-
-
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``<workdir>/metrics.jsonl``, in order."""
-    path = Path(workdir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _image_grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -128,25 +136,43 @@ def save_samples(workdir: str | os.PathLike, samples: np.ndarray, columns: int =
     )
 
 
-def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
-    """Training loss and test negative ELBO (and the IWAE bound if present) by epoch."""
-    epochs = [r["epoch"] for r in records]
-    figure = Figure(figsize=(6, 4))
+@contextlib.contextmanager
+def epoch_axes(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    ylabel: str,
+    figsize: tuple[float, float] = (6, 4),
+    legend_fontsize: float | None = None,
+) -> Iterator[Axes]:
+    """Axes for curves by epoch, saved to ``path`` as a PNG when the block ends.
+
+    The one figure helper of the curve plots (this run's and ``experiments.reproduce``'s): an
+    integer epoch axis, a light grid and a legend.
+    """
+    figure = Figure(figsize=figsize)
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    ax.plot(epochs, [r["train/loss"] for r in records], "o-", label="train loss")
-    ax.plot(epochs, [r["test/neg_elbo"] for r in records], "s-", label="test negative ELBO")
-    iwae = [(r["epoch"], r["test/nll_iwae"]) for r in records if "test/nll_iwae" in r]
-    if iwae:
-        k = records[-1].get("iwae_samples")
-        ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
+    yield ax
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("nats per example")
-    ax.set_title("Training loss and test bounds")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=legend_fontsize)
     figure.tight_layout()
-    path = Path(workdir) / CURVES_FILE
     figure.savefig(path, dpi=100)
+
+
+def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
+    """Training loss and test negative ELBO (and the IWAE bound if present) by epoch."""
+    path = Path(workdir) / CURVES_FILE
+    epochs = [r["epoch"] for r in records]
+    with epoch_axes(path, title="Training loss and test bounds", ylabel="nats per example") as ax:
+        ax.plot(epochs, [r["train/loss"] for r in records], "o-", label="train loss")
+        ax.plot(epochs, [r["test/neg_elbo"] for r in records], "s-", label="test negative ELBO")
+        iwae = [(r["epoch"], r["test/nll_iwae"]) for r in records if "test/nll_iwae" in r]
+        if iwae:
+            k = records[-1].get("iwae_samples")
+            ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
     return path

@@ -113,8 +113,6 @@ def train_and_evaluate(
       Interrupted: training was stopped by a signal (a checkpoint was saved).
       ValueError: the batch size does not fit the data or the devices.
     """
-    workdir = Path(config.workdir)
-    main = parallel.is_main_process()
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(config.batch_size, mesh)
     steps = config.steps_per_epoch(len(data.train_images))
@@ -122,102 +120,24 @@ def train_and_evaluate(
     state = create_train_state(config, data_dim=test_x.shape[-1], total_steps=config.epochs * steps)
     state = parallel.replicate(state, mesh)
     run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
-    last: dict[str, Any] = {}
-
-    with checkpoints.RunCheckpoints(workdir) as saved:
-        restored = saved.restore_latest(
-            state,
-            check=functools.partial(
-                checkpoints.check_resumable,
-                config=config,
-                fingerprint=run_info["data"],
-                directory=saved.directory,
-            ),
-        )
-        partial_epoch = None
-        if restored is not None:
-            state = restored.state
-            if restored.meta.get("partial_epoch"):
-                partial_epoch = PartialEpoch(
-                    losses=tuple(restored.meta["partial_epoch"]["losses"]),
-                    seconds=restored.meta["partial_epoch"]["seconds"],
-                )
-            if main:
-                into = restored.step - restored.epoch * steps
-                where = f", {into}/{steps} steps into epoch {restored.epoch + 1}" if into else ""
-                print(
-                    f"Resuming from the checkpoint at step {restored.step} (epoch "
-                    f"{restored.epoch}{where}) in {saved.directory}",
-                    flush=True,
-                )
-                outputs.truncate_metrics(workdir, restored.epoch)
-        elif main:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
-        if main:
-            outputs.write_config(workdir, config.to_dict())
-
-        def on_epoch_end(state: TrainState, result: EpochResult) -> None:
-            final = result.epoch == config.epochs
-            record = {
-                "epoch": result.epoch,
-                "step": result.step,
-                "temperature": result.temperature,
-                "train/loss": result.train_loss,
-                "seconds": result.seconds,
-                "examples_per_second": result.examples_per_second,
-                **evaluate.evaluate(
-                    state.params,
-                    test_x,
-                    config=config,
-                    num_samples=config.eval_samples if final else None,
-                ),
-            }
-            if final:
-                record["iwae_samples"] = config.eval_samples
-            # The metrics line first: a run killed before the checkpoint is complete redoes
-            # the epoch and replaces the line.
-            if main:
-                outputs.append_metrics(workdir, record)
-            saved.save(state, epoch=result.epoch, meta={**run_info, "partial_epoch": None})
-            last.clear()
-            last.update(record)
-            line = (
-                f"epoch {result.epoch}/{config.epochs}  step {result.step}  "
-                f"temperature {result.temperature:.3f}  train/loss {result.train_loss:.2f}  "
-                f"test/neg_elbo {record['test/neg_elbo']:.2f}"
-            )
-            if final:
-                line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={config.eval_samples})"
-            if main:
-                print(
-                    f"{line}  {result.seconds:.1f} s ({result.examples_per_second:.0f} ex/s)",
-                    flush=True,
-                )
-
+    with checkpoints.RunCheckpoints(config.workdir) as saved:
+        state, partial_epoch = _resume(saved, state, config, run_info=run_info, steps=steps)
+        epoch_end = _EpochEnd(config, test_x, saved, run_info)
         with stop_on_signals() as received_signal:
-
-            def on_stop(state: TrainState, partial: PartialEpoch) -> None:
-                saved.save(
-                    state,
-                    epoch=int(state.step) // steps,
-                    meta={**run_info, "partial_epoch": dataclasses.asdict(partial)},
-                )
-                saved.wait_until_finished()
-                raise Interrupted(
-                    received_signal() or signal.SIGINT,
-                    step=int(state.step),
-                    directory=saved.directory,
-                )
-
             state = fit(
                 state,
                 data.train_images,
                 config=config,
                 mesh=mesh,
-                on_epoch_end=on_epoch_end,
+                on_epoch_end=epoch_end,
                 should_stop=lambda: received_signal() is not None,
-                on_stop=on_stop,
+                on_stop=functools.partial(
+                    _save_and_raise,
+                    saved=saved,
+                    run_info=run_info,
+                    steps=steps,
+                    received_signal=received_signal,
+                ),
                 partial_epoch=partial_epoch,
             )
             # A signal during the last chunk ends training normally; it must still stop the caller
@@ -225,19 +145,166 @@ def train_and_evaluate(
             stopped = parallel.any_process(received_signal() is not None)
             late_signal = (received_signal() or signal.SIGINT) if stopped else None
         saved.save(state, epoch=int(state.step) // steps, meta={**run_info, "partial_epoch": None})
-
-    if not last and main:
-        print(f"The run in {workdir} had already finished epoch {config.epochs}: nothing to train")
-        last.update(outputs.read_metrics(workdir)[-1])
-    shown = test_x[:10]
-    reconstructions = np.asarray(evaluate.reconstruct(state.params, shown, config=config))
-    samples = np.asarray(
-        evaluate.sample_prior(state.params, config=config, num=100, data_dim=test_x.shape[-1])
-    )
-    if main:
-        outputs.save_reconstructions(workdir, np.asarray(shown), reconstructions)
-        outputs.save_samples(workdir, samples)
-        outputs.save_curves(workdir, outputs.read_metrics(workdir))
+    last = epoch_end.last or _finished_before(config)
+    _write_pictures(config, state, test_x)
     if late_signal is not None:
         raise Interrupted(late_signal, step=int(state.step), directory=saved.directory)
     return last
+
+
+def _resume(
+    saved: checkpoints.RunCheckpoints,
+    fresh: TrainState,
+    config: Config,
+    *,
+    run_info: dict[str, Any],
+    steps: int,
+) -> tuple[TrainState, PartialEpoch | None]:
+    """The state to start from: the newest checkpoint that restores, else ``fresh``.
+
+    Prepares the workdir accordingly (on process 0): a resumed run keeps the metrics lines of
+    the epochs its checkpoint finished, a new one starts an empty ``metrics.jsonl``; both write
+    ``config.json``.
+    """
+    workdir, main = Path(config.workdir), parallel.is_main_process()
+    restored = saved.restore_latest(
+        fresh,
+        check=functools.partial(
+            checkpoints.check_resumable,
+            config=config,
+            fingerprint=run_info["data"],
+            directory=saved.directory,
+        ),
+    )
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if restored is None:
+            (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
+        else:
+            into = restored.step - restored.epoch * steps
+            where = f", {into}/{steps} steps into epoch {restored.epoch + 1}" if into else ""
+            print(
+                f"Resuming from the checkpoint at step {restored.step} (epoch "
+                f"{restored.epoch}{where}) in {saved.directory}",
+                flush=True,
+            )
+            outputs.truncate_metrics(workdir, restored.epoch)
+        outputs.write_config(workdir, config.to_dict())
+    if restored is None:
+        return fresh, None
+    partial = restored.meta.get("partial_epoch")
+    return restored.state, PartialEpoch(
+        tuple(partial["losses"]), partial["seconds"]
+    ) if partial else None
+
+
+class _EpochEnd:
+    """What a run does after each epoch: evaluate, write the metrics line, checkpoint, report.
+
+    Attributes:
+      last: the metrics record of the last epoch trained (empty before the first).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        test_x: jax.Array,
+        saved: checkpoints.RunCheckpoints,
+        run_info: dict[str, Any],
+    ):
+        self.config, self.test_x, self.saved, self.run_info = config, test_x, saved, run_info
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, state: TrainState, result: EpochResult) -> None:
+        config, main = self.config, parallel.is_main_process()
+        record = epoch_record(state, result, self.test_x, config=config)
+        # The metrics line first: a run killed before the checkpoint is complete redoes the
+        # epoch and replaces the line.
+        if main:
+            outputs.append_metrics(config.workdir, record)
+        self.saved.save(state, epoch=result.epoch, meta={**self.run_info, "partial_epoch": None})
+        self.last = record
+        if main:
+            print(epoch_line(record, config), flush=True)
+
+
+def epoch_record(
+    state: TrainState, result: EpochResult, test_x: jax.Array, *, config: Config
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of an epoch: its training figures and the test bounds.
+
+    The last epoch also has the IWAE bound with ``config.eval_samples`` samples.
+    """
+    final = result.epoch == config.epochs
+    record = {
+        "epoch": result.epoch,
+        "step": result.step,
+        "temperature": result.temperature,
+        "train/loss": result.train_loss,
+        "seconds": result.seconds,
+        "examples_per_second": result.examples_per_second,
+        **evaluate.evaluate(
+            state.model(),
+            test_x,
+            config=config,
+            num_samples=config.eval_samples if final else None,
+        ),
+    }
+    if final:
+        record["iwae_samples"] = config.eval_samples
+    return record
+
+
+def epoch_line(record: dict[str, Any], config: Config) -> str:
+    """The line printed after an epoch."""
+    line = (
+        f"epoch {record['epoch']}/{config.epochs}  step {record['step']}  "
+        f"temperature {record['temperature']:.3f}  train/loss {record['train/loss']:.2f}  "
+        f"test/neg_elbo {record['test/neg_elbo']:.2f}"
+    )
+    if "test/nll_iwae" in record:
+        line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={record['iwae_samples']})"
+    return f"{line}  {record['seconds']:.1f} s ({record['examples_per_second']:.0f} ex/s)"
+
+
+def _save_and_raise(
+    state: TrainState,
+    partial: PartialEpoch,
+    *,
+    saved: checkpoints.RunCheckpoints,
+    run_info: dict[str, Any],
+    steps: int,
+    received_signal: Callable[[], int | None],
+) -> None:
+    """On a stop: saves a checkpoint with the part of the epoch trained, then raises.
+
+    Raises:
+      Interrupted: always, naming the signal received.
+    """
+    meta = {**run_info, "partial_epoch": dataclasses.asdict(partial)}
+    saved.save(state, epoch=int(state.step) // steps, meta=meta)
+    saved.wait_until_finished()
+    raise Interrupted(
+        received_signal() or signal.SIGINT, step=int(state.step), directory=saved.directory
+    )
+
+
+def _finished_before(config: Config) -> dict[str, Any]:
+    """The last record of a run that had finished before this call (process 0; else empty)."""
+    if not parallel.is_main_process():
+        return {}
+    print(
+        f"The run in {config.workdir} had already finished epoch {config.epochs}: nothing to train"
+    )
+    return outputs.read_metrics(config.workdir)[-1]
+
+
+def _write_pictures(config: Config, state: TrainState, test_x: jax.Array) -> None:
+    """Reconstructions of 10 test digits, 100 prior samples and the curves (process 0 writes)."""
+    model, shown = state.model(), test_x[:10]
+    reconstructions = np.asarray(evaluate.reconstruct(model, shown))
+    samples = np.asarray(evaluate.sample_prior(model, num=100))
+    if parallel.is_main_process():
+        outputs.save_reconstructions(config.workdir, np.asarray(shown), reconstructions)
+        outputs.save_samples(config.workdir, samples)
+        outputs.save_curves(config.workdir, outputs.read_metrics(config.workdir))

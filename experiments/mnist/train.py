@@ -13,6 +13,10 @@ losses, to update the progress bar. Chunks have one length (plus at most one sho
 chunk per epoch when ``chunk_steps`` does not divide the steps of an epoch), so at most two
 compilations happen per run.
 
+Model: a Flax NNX module (:mod:`experiments.mnist.models`) created once from ``nnx.Rngs`` seeded by
+``config.seed``, then kept split in the :class:`TrainState` (``nnx.split``); the jitted functions
+merge it (``nnx.merge``) at trace time only.
+
 Devices: :func:`fit` is data parallel over a mesh of all devices
 (:mod:`experiments.mnist.parallel`). A whole run (resume, checkpoints, signals, evaluation and
 outputs around :func:`fit`) is :func:`experiments.mnist.run.train_and_evaluate`.
@@ -24,13 +28,14 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from flax.training import train_state
+from flax import nnx, struct
 
 from experiments.mnist import (
     input_pipeline,
@@ -42,15 +47,61 @@ from experiments.mnist.config import Config
 from gumbel_jax import estimators, schedules
 
 
-class TrainState(train_state.TrainState):
-    """Flax's train state plus the run's training key.
+@struct.dataclass
+class TrainState:
+    """Everything a run's training needs between steps, as one pytree of arrays.
+
+    The model lives here split (``nnx.split``): ``graphdef`` is its static structure and
+    ``params`` its ``nnx.State`` of parameters; :meth:`model` merges them into a
+    :class:`~experiments.mnist.models.CategoricalVAE` where an object is needed. The jitted
+    training chunks take this pure state, not the module, so no Python graph traversal happens per
+    step (the pattern of Flax's performance guide). Adam is plain optax on ``params`` rather than
+    ``nnx.Optimizer``: its state is a pytree of the structure of ``params``, updated inside the same
+    jitted scan, with no object graph to split or merge.
 
     ``key`` is a typed PRNG key (``jax.random.key``) that never changes: the key of step ``t`` is
     ``fold_in(key, t)``. Together with ``params``, ``opt_state`` and ``step`` it is everything a
     checkpoint must hold.
     """
 
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
     key: jax.Array
+    graphdef: nnx.GraphDef | None = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        graphdef: nnx.GraphDef | None,
+        params: Any,
+        tx: optax.GradientTransformation,
+        key: jax.Array,
+    ) -> TrainState:
+        """A state at step 0 (an int32 array, so the first chunk compiles like the others)."""
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            key=key,
+            graphdef=graphdef,
+            tx=tx,
+        )
+
+    def model(self, params: Any = None) -> models.CategoricalVAE:
+        """The model with ``params`` (default: this state's), merged from the split state."""
+        return nnx.merge(self.graphdef, self.params if params is None else params)
+
+    def apply_gradients(self, *, grads: Any) -> TrainState:
+        """One optimizer update of ``params`` with ``grads``; the step advances by one."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,16 +215,10 @@ def create_train_state(
       total_steps: the run's training steps, for ``config.lr_schedule == "cosine"``.
     """
     init_key, _, train_key = run_keys(config.seed)
-    model = models.from_config(config, data_dim)
-    params = model.init(init_key, jnp.zeros((1, data_dim)), jax.nn.softmax)["params"]
-    state = TrainState.create(
-        apply_fn=model.apply,
-        params=params,
-        tx=optax.adam(learning_rate(config, total_steps=total_steps)),
-        key=train_key,
-    )
-    # An int32 array rather than Python's 0, so that the first chunk compiles like the others.
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    model = models.from_config(config, data_dim, rngs=nnx.Rngs(params=init_key))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(learning_rate(config, total_steps=total_steps))
+    return TrainState.create(graphdef=graphdef, params=params, tx=tx, key=train_key)
 
 
 def _train_step(
@@ -185,8 +230,8 @@ def _train_step(
     sample = estimator(config)
 
     def loss_fn(params):
-        pixel_logits, posterior_logits = state.apply_fn(
-            {"params": params}, x, lambda logits: sample(sample_key, logits, temperature)
+        pixel_logits, posterior_logits = state.model(params)(
+            x, lambda logits: sample(sample_key, logits, temperature)
         )
         return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
 
@@ -264,6 +309,16 @@ def train_chunk(
     return jax.lax.scan(body, state, chunk)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """What :func:`_train_epoch` did: the losses of its steps, their time, whether it stopped."""
+
+    losses: np.ndarray  # float32, one per step
+    temperature: float | None  # of the last step (None when no chunk ran)
+    seconds: float
+    stopped: bool
+
+
 def fit(
     state: TrainState,
     train_images: np.ndarray,
@@ -305,102 +360,138 @@ def fit(
       ValueError: ``config.batch_size`` exceeds the number of training examples or does not
         split evenly over the mesh's devices.
     """
-    num_examples = train_images.shape[0]
+    steps = _steps_per_epoch(config, len(train_images))
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(config.batch_size, mesh)
+    images = parallel.replicate(train_images, mesh)
+    state = parallel.replicate(state, mesh)
+    for epoch in range(int(state.step) // steps, config.epochs):
+        position = int(state.step) - epoch * steps
+        before = partial_epoch if position > 0 and partial_epoch else PartialEpoch()
+        partial_epoch = None
+        indices = _sharded_batch_indices(config, epoch, len(train_images), mesh)
+        with _progress_bar(config, epoch, steps, position) as bar:
+            state, trained = _train_epoch(
+                state,
+                images,
+                indices,
+                position,
+                config=config,
+                mesh=mesh,
+                should_stop=should_stop,
+                bar=bar,
+            )
+        losses = np.concatenate([np.asarray(before.losses, np.float32), trained.losses])
+        if trained.stopped:
+            if on_stop is not None:
+                seconds = before.seconds + trained.seconds
+                on_stop(state, PartialEpoch(tuple(float(x) for x in losses), seconds))
+            return state
+        if on_epoch_end is not None:
+            on_epoch_end(
+                state,
+                EpochResult(
+                    epoch=epoch + 1,
+                    step=int(state.step),
+                    temperature=trained.temperature,
+                    train_loss=float(np.mean(losses)),
+                    seconds=before.seconds + trained.seconds,
+                    examples_per_second=trained.losses.size * config.batch_size / trained.seconds,
+                ),
+            )
+    return state
+
+
+def _steps_per_epoch(config: Config, num_examples: int) -> int:
     steps = config.steps_per_epoch(num_examples)
     if steps == 0:
         raise ValueError(
             f"batch_size {config.batch_size} exceeds the {num_examples} training examples"
         )
-    mesh = parallel.make_mesh() if mesh is None else mesh
-    parallel.check_batch_size(config.batch_size, mesh)
-    images = parallel.replicate(train_images, mesh)
-    state = parallel.replicate(state, mesh)
-    batch_sharding = parallel.batch_sharding(mesh)
-    step_config = StepConfig.from_config(config)
+    return steps
+
+
+def _sharded_batch_indices(
+    config: Config, epoch: int, num_examples: int, mesh: jax.sharding.Mesh
+) -> jax.Array:
+    """The epoch's ``[steps, batch_size]`` indices, each step's batch split over the mesh."""
     _, data_key, _ = run_keys(config.seed)
-    stopping = False
-    for epoch in range(int(state.step) // steps, config.epochs):
-        indices = parallel.shard_batches(
-            np.asarray(
-                epoch_batch_indices(
-                    data_key,
-                    epoch,
-                    num_examples=num_examples,
-                    steps=steps,
-                    batch_size=config.batch_size,
-                )
-            ),
-            mesh,
-            axis=1,
-        )
-        position = int(state.step) - epoch * steps
-        resumed = partial_epoch if position > 0 and partial_epoch else PartialEpoch()
-        partial_epoch = None
-        bar = tqdm.tqdm(
-            total=steps * config.batch_size,
-            initial=position * config.batch_size,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="ex",
-            unit_scale=True,
-            leave=False,
-            # None: off when stderr is not a TTY; only process 0 shows progress.
-            disable=None if config.progress and parallel.is_main_process() else True,
-        )
-        started = time.perf_counter()
-        chunk_losses = [np.asarray(resumed.losses, np.float32)]
-        temperature = None
-        trained = 0
-        pending = None  # Read a chunk's metrics only after the next chunk is dispatched.
-        while (position < steps and not stopping) or pending is not None:
-            dispatched = None
-            if position < steps and not stopping:
-                stopping = should_stop is not None and parallel.any_process(should_stop())
-            if position < steps and not stopping:
-                num_steps = min(config.chunk_steps, steps - position)
-                state, metrics = train_chunk(
-                    state,
-                    images,
-                    indices,
-                    position,
-                    config=step_config,
-                    num_steps=num_steps,
-                    batch_sharding=batch_sharding,
-                )
-                position += num_steps
-                dispatched = (num_steps, metrics)
-            if pending is not None:
-                num_steps, metrics = pending
-                loss, temperature = jax.device_get((metrics["loss"], metrics["temperature"]))
-                chunk_losses.append(loss)
-                trained += num_steps * config.batch_size
-                bar.update(num_steps * config.batch_size)
-                bar.set_postfix(
-                    loss=f"{float(np.mean(loss)):.2f}",
-                    temperature=f"{float(temperature[-1]):.3f}",
-                    ex_per_s=f"{trained / (time.perf_counter() - started):.0f}",
-                )
-            pending = dispatched
-        seconds = time.perf_counter() - started
-        bar.close()
-        losses_so_far = np.concatenate(chunk_losses)
-        if stopping:
-            if on_stop is not None:
-                on_stop(
-                    state,
-                    PartialEpoch(
-                        losses=tuple(float(x) for x in losses_so_far),
-                        seconds=resumed.seconds + seconds,
-                    ),
-                )
-            return state
-        result = EpochResult(
-            epoch=epoch + 1,
-            step=int(state.step),
-            temperature=float(temperature[-1]),
-            train_loss=float(np.mean(losses_so_far)),
-            seconds=resumed.seconds + seconds,
-            examples_per_second=trained / seconds,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(state, result)
-    return state
+    indices = epoch_batch_indices(
+        data_key,
+        epoch,
+        num_examples=num_examples,
+        steps=config.steps_per_epoch(num_examples),
+        batch_size=config.batch_size,
+    )
+    return parallel.shard_batches(np.asarray(indices), mesh, axis=1)
+
+
+def _progress_bar(config: Config, epoch: int, steps: int, position: int) -> tqdm.tqdm:
+    """The epoch's progress bar in examples, from ``position`` steps in."""
+    return tqdm.tqdm(
+        total=steps * config.batch_size,
+        initial=position * config.batch_size,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="ex",
+        unit_scale=True,
+        leave=False,
+        # None: off when stderr is not a TTY; only process 0 shows progress.
+        disable=None if config.progress and parallel.is_main_process() else True,
+    )
+
+
+def _train_epoch(
+    state: TrainState,
+    images: jax.Array,
+    indices: jax.Array,
+    position: int,
+    *,
+    config: Config,
+    mesh: jax.sharding.Mesh,
+    should_stop: Callable[[], bool] | None,
+    bar: tqdm.tqdm,
+) -> tuple[TrainState, _Trained]:
+    """Trains the epoch from step ``position`` to its end, chunk by chunk, or until a stop.
+
+    A chunk's metrics are read (which waits for it) only once the next chunk is dispatched, so
+    the device never idles while the host updates the progress bar.
+    """
+    steps, step_config = indices.shape[0], StepConfig.from_config(config)
+    started = time.perf_counter()
+    losses, temperature, pending, examples = [np.zeros(0, np.float32)], None, None, 0
+    while True:
+        dispatched = None
+        if position < steps and not (
+            should_stop is not None and parallel.any_process(should_stop())
+        ):
+            num_steps = min(config.chunk_steps, steps - position)
+            state, metrics = train_chunk(
+                state,
+                images,
+                indices,
+                position,
+                config=step_config,
+                num_steps=num_steps,
+                batch_sharding=parallel.batch_sharding(mesh),
+            )
+            position += num_steps
+            dispatched = metrics
+        if pending is not None:
+            loss, temperature = jax.device_get((pending["loss"], pending["temperature"]))
+            losses.append(loss)
+            examples += loss.size * config.batch_size
+            bar.update(loss.size * config.batch_size)
+            bar.set_postfix(
+                loss=f"{float(np.mean(loss)):.2f}",
+                temperature=f"{float(temperature[-1]):.3f}",
+                ex_per_s=f"{examples / (time.perf_counter() - started):.0f}",
+            )
+        if dispatched is None:
+            break
+        pending = dispatched
+    return state, _Trained(
+        losses=np.concatenate(losses),
+        temperature=None if temperature is None else float(temperature[-1]),
+        seconds=time.perf_counter() - started,
+        stopped=position < steps,
+    )

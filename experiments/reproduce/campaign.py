@@ -1,5 +1,7 @@
-"""Running the comparison: the data of each phase, the runs' states, training, and the choice.
+"""Running the comparison: the phases in order, their data, the runs' states, training, the choice.
 
+- :func:`execute` carries out a :class:`Plan` (what the command line asked for): tune, then the
+  final runs with the chosen settings, then the report.
 - :func:`validation_split` makes the tuning data: the first 50,000 training images to train on and
   the last 10,000 in the place of the test set, so tuning never sees the test set.
 - :func:`status` tells whether a run's workdir holds a finished run (its ``metrics.jsonl`` has the
@@ -26,24 +28,6 @@ from experiments.reproduce import grid
 
 NUM_VALIDATION = 10_000
 DEVICE_FILE = "reproduce_device.json"
-
-# Settings that a run's folder name stands for; a config.json there must agree on them.
-_DEFINING_SETTINGS = (
-    "latents",
-    "categories",
-    "hidden",
-    "batch_size",
-    "estimator",
-    "gumbel_rao_samples",
-    "learning_rate",
-    "lr_schedule",
-    "temperature",
-    "temperature_min",
-    "anneal_rate",
-    "anneal_every",
-    "binarize",
-    "seed",
-)
 
 
 class CampaignError(Exception):
@@ -88,23 +72,7 @@ def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mni
     )
 
 
-def read_records(workdir: Path) -> list[dict[str, Any]]:
-    """The records of ``<workdir>/metrics.jsonl``; a line cut short by a killed run is left out."""
-    path = workdir / outputs.METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "epoch" in record:
-            records.append(record)
-    return records
-
-
-def status(run: grid.Run) -> str:
+def status(run: grid.CampaignRun) -> str:
     """``"finished"``, ``"partial"`` (some epochs or checkpoints) or ``"new"``.
 
     Raises:
@@ -116,7 +84,7 @@ def status(run: grid.Run) -> str:
         expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
         differences = [
             f"{name}: {saved[name]!r} there, {expected[name]!r} here"
-            for name in _DEFINING_SETTINGS
+            for name in Config.run_defining()  # what the folder's name stands for
             if saved[name] != expected[name]
         ]
         if differences:
@@ -124,7 +92,7 @@ def status(run: grid.Run) -> str:
                 f"{run.workdir} holds a run with other settings ({'; '.join(differences)}): move "
                 "it away, or pass another --root"
             )
-    records = read_records(run.workdir)
+    records = outputs.read_metrics(run.workdir)
     epochs = max((r["epoch"] for r in records), default=0)
     if epochs > run.epochs:
         raise CampaignError(
@@ -145,7 +113,9 @@ def device_description() -> str:
     return f"{device.platform} ({device.device_kind})"
 
 
-def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_options) -> None:
+def train_runs(
+    runs: Sequence[grid.CampaignRun], data: input_pipeline.Mnist, **config_options
+) -> None:
     """Trains every run of ``runs`` that is not finished, reporting progress on stdout.
 
     A partial run is continued by ``train_and_evaluate`` (from its newest checkpoint). Each
@@ -155,7 +125,7 @@ def train_runs(runs: Sequence[grid.Run], data: input_pipeline.Mnist, **config_op
       runs: the runs, in order.
       data: the data of their phase.
       **config_options: ``eval_samples``, ``data_dir``, ``progress`` and
-        ``allow_unverified_data`` of :meth:`grid.Run.config`.
+        ``allow_unverified_data`` of :meth:`grid.CampaignRun.config`.
 
     Raises:
       CampaignError: a run folder cannot be used (see :func:`status`).
@@ -201,13 +171,13 @@ class Choice:
     epochs: int
 
 
-def validation_score(run: grid.Run) -> float:
+def validation_score(run: grid.CampaignRun) -> float:
     """The last validation negative ELBO of a finished tuning run (``inf`` if not finite)."""
-    value = read_records(run.workdir)[-1]["test/neg_elbo"]
+    value = outputs.read_metrics(run.workdir)[-1]["test/neg_elbo"]
     return value if math.isfinite(value) else math.inf
 
 
-def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
+def choose(tune_runs: Sequence[grid.CampaignRun]) -> dict[str, Choice]:
     """Each estimator's candidate with the lowest validation negative ELBO (first one on ties).
 
     Raises:
@@ -221,7 +191,7 @@ def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
             f"{len(unfinished)} tuning runs are not finished ({names}{more}): run --phase tune "
             "(or --phase all) with the same --root, --tune-epochs and grid first"
         )
-    by_variant: dict[str, list[grid.Run]] = {}
+    by_variant: dict[str, list[grid.CampaignRun]] = {}
     for run in tune_runs:
         by_variant.setdefault(run.variant.name, []).append(run)
     choices = {}
@@ -230,3 +200,111 @@ def choose(tune_runs: Sequence[grid.Run]) -> dict[str, Choice]:
         best = min(range(len(scores)), key=lambda i: scores[i][1])
         choices[name] = Choice(scores[best][0], scores, runs[0].epochs)
     return choices
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a campaign is asked to do (``experiments.reproduce``'s command line, parsed).
+
+    Attributes:
+      phase: ``tune``, ``final``, ``all`` (tune, final, report) or ``report``.
+      root: the runs' folder (with ``limit<N>`` appended for a smoke test).
+      variants: the estimators compared.
+      tune_runs: every tuning run, in order.
+      epochs: epochs of each final run.
+      seeds: seeds of each final run.
+      results: folder for the report.
+      limit_examples: the smoke test's images per part of the data, or ``None``.
+      config_options: ``eval_samples``, ``data_dir``, ``allow_unverified_data`` and
+        ``progress`` of every run (:meth:`grid.CampaignRun.config`).
+      compilation_cache: ``--compilation-cache`` (``None``: ``root/jax_cache``; ``"none"``: off).
+    """
+
+    phase: str
+    root: Path
+    variants: tuple[grid.Variant, ...]
+    tune_runs: tuple[grid.CampaignRun, ...]
+    epochs: int
+    seeds: tuple[int, ...]
+    results: Path
+    limit_examples: int | None
+    config_options: dict[str, Any]
+    compilation_cache: str | None = None
+
+    def final_runs(self, choices: dict[str, Choice]) -> dict[str, list[grid.CampaignRun]]:
+        """Each estimator's final runs (one per seed) with its chosen candidate."""
+        return {
+            v.name: [
+                grid.final_run(self.root, v, choices[v.name].candidate, seed=s, epochs=self.epochs)
+                for s in self.seeds
+            ]
+            for v in self.variants
+        }
+
+
+def execute(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
+    """The phases ``plan.phase`` asks for, in order: tune, final, report.
+
+    Returns:
+      ``(summary, paths)`` of the report (:func:`experiments.reproduce.report.summarize` and
+      ``write``), or ``None`` after ``--phase tune``.
+
+    Raises:
+      CampaignError: a run folder cannot be used, the tuning is not finished (for a later phase),
+        or no final run is finished (for the report).
+      experiments.mnist.input_pipeline.DataError: the data cannot be loaded.
+      experiments.mnist.run.Interrupted: a run was stopped by a signal.
+    """
+    data = None
+    if plan.phase != "report":
+        options = plan.config_options
+        data = input_pipeline.load(
+            options["data_dir"], allow_unverified=options["allow_unverified_data"]
+        )
+        print(f"MNIST from {data.source}; runs in {plan.root}", flush=True)
+        enable_compilation_cache(plan.compilation_cache, plan.root)
+    if plan.phase in ("tune", "all"):
+        tune_data = _limited(validation_split(data), plan.limit_examples)
+        train_runs(plan.tune_runs, tune_data, **plan.config_options)
+    choices = choose(plan.tune_runs)
+    for name, choice in choices.items():
+        score = dict(choice.scores)[choice.candidate]
+        print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
+    if plan.phase == "tune":
+        return None
+    final_runs = plan.final_runs(choices)
+    if plan.phase in ("final", "all"):
+        runs = [r for per_seed in final_runs.values() for r in per_seed]
+        train_runs(runs, _limited(data, plan.limit_examples), **plan.config_options)
+    return _report(plan, final_runs, choices)
+
+
+def _limited(data: input_pipeline.Mnist, limit: int | None) -> input_pipeline.Mnist:
+    return data if limit is None else limit_examples(data, limit)
+
+
+def _report(
+    plan: Plan, final_runs: dict[str, list[grid.CampaignRun]], choices: dict[str, Choice]
+) -> tuple[Any, dict[str, Path]]:
+    # Imported here: the report reads the runs' states from this module.
+    from experiments.reproduce import report
+
+    summary = report.summarize(final_runs, choices, limit_examples=plan.limit_examples)
+    if not summary.results:
+        raise CampaignError(
+            "no final run is finished, there is nothing to report: run --phase final (or all) "
+            "with the same --root, --epochs and --seeds first"
+        )
+    return summary, report.write(plan.results, summary)
+
+
+def enable_compilation_cache(flag: str | None, root: Path) -> None:
+    """Points JAX's persistent compilation cache at ``flag`` (default ``root/jax_cache``).
+
+    The runs share the evaluation's executables and each run's compilation is reused when it is
+    continued, which saves most of a short run's time. A cache the user set is left alone.
+    """
+    if flag == "none" or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(Path(flag) if flag else root / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

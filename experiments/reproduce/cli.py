@@ -17,7 +17,7 @@ from pathlib import Path
 
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import LR_SCHEDULES, Config
+from experiments.mnist.config import LR_SCHEDULES
 from experiments.reproduce import campaign, grid, report
 
 PHASES = ("tune", "final", "all", "report")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-lr-schedules",
         nargs="+",
         choices=LR_SCHEDULES,
-        default=grid.LR_SCHEDULES,
+        default=grid.TUNE_LR_SCHEDULES,
         metavar="SCHEDULE",
         help="learning-rate schedules to try: constant, cosine (decayed to 0 over the run)",
     )
@@ -98,14 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=grid.ANNEAL_EVERY,
         help="steps between temperature updates of the annealed schedules",
     )
-    parser.add_argument(
-        "--eval-samples",
-        type=int,
-        default=Config.eval_samples,
-        help="k of the importance-weighted bound of each run's last epoch",
-    )
+    mnist_cli.add_settings(parser, ["eval_samples"])
     io = parser.add_argument_group("data and outputs")
-    mnist_cli.add_data_arguments(io)
+    mnist_cli.add_settings(io, ["data_dir", "allow_unverified_data"])
     io.add_argument(
         "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
     )
@@ -119,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JAX's persistent compilation cache, shared by the runs (default: ROOT/jax_cache; "
         "'none' to disable; a cache already set through JAX_COMPILATION_CACHE_DIR is kept)",
     )
-    io.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    mnist_cli.add_settings(io, ["progress"])
     io.add_argument(
         "--limit-examples",
         type=int,
@@ -131,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.Schedule, ...], ...]:
-    """Checks the flags; returns the two families of schedules.
+def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedule, ...], ...]:
+    """Checks the flags; returns the two families of temperature schedules.
 
     Raises:
       ValueError: a flag's value is invalid.
@@ -149,109 +144,73 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.Schedule, ...], ..
     if not args.anneal_rate > 0:
         raise ValueError(f"--anneal-rate must be positive, got {args.anneal_rate}")
 
-    def schedules(specs):
+    def temperature_schedules(specs):
         return tuple(
             dict.fromkeys(
-                grid.parse_schedule(s, rate=args.anneal_rate, every=args.anneal_every)
+                grid.parse_temperature_schedule(s, rate=args.anneal_rate, every=args.anneal_every)
                 for s in specs
             )
         )
 
-    reinmax = schedules(args.reinmax_temperatures)
+    reinmax = temperature_schedules(args.reinmax_temperatures)
     if any(s.minimum < 1 for s in reinmax):
         raise ValueError(
             f"--reinmax-temperatures must stay >= 1 (ReinMax's recommendation), got "
             f"{' '.join(args.reinmax_temperatures)}"
         )
-    return schedules(args.tune_temperatures), reinmax
+    return temperature_schedules(args.tune_temperatures), reinmax
 
 
-def _enable_compilation_cache(flag: str | None, root: Path) -> None:
-    """Points JAX's persistent compilation cache at ``flag`` (default ``root/jax_cache``).
+def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
+    """The campaign the parsed flags ask for.
 
-    The runs share the evaluation's executables and each run's compilation is reused when it is
-    continued, which saves most of a short run's time. A cache the user set is left alone.
+    Raises:
+      ValueError: a flag's value is invalid.
     """
-    import jax
-
-    if flag == "none" or jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(Path(flag) if flag else root / "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    temperatures, reinmax_temperatures = _check_args(args)
+    root = Path(args.root)
+    if args.limit_examples is not None:
+        root = root / f"limit{args.limit_examples}"
+    variants = tuple(grid.VARIANTS[name] for name in dict.fromkeys(args.estimators))
+    lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules))
+    tune_runs = tuple(
+        grid.tune_run(root, v, c, epochs=args.tune_epochs)
+        for v in variants
+        for c in grid.candidates(
+            v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
+        )
+    )
+    return campaign.Plan(
+        phase=args.phase,
+        root=root,
+        variants=variants,
+        tune_runs=tune_runs,
+        epochs=args.epochs,
+        seeds=tuple(args.seeds),
+        results=Path(args.results),
+        limit_examples=args.limit_examples,
+        config_options={
+            "eval_samples": args.eval_samples,
+            "data_dir": input_pipeline.resolve_data_dir(args.data_dir),
+            "allow_unverified_data": args.allow_unverified_data,
+            "progress": args.progress,
+        },
+        compilation_cache=args.compilation_cache,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the phases asked for; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        schedules, reinmax_schedules = _check_args(args)
+        plan = plan_from_args(parser.parse_args(argv))
     except ValueError as error:
         parser.error(str(error))
-
-    root = Path(args.root)
-    if args.limit_examples is not None:
-        root = root / f"limit{args.limit_examples}"
-    variants = [grid.VARIANTS[name] for name in dict.fromkeys(args.estimators)]
-    tune_runs = [
-        grid.tune_run(root, v, c, epochs=args.tune_epochs)
-        for v in variants
-        for c in grid.candidates(
-            v,
-            tuple(args.tune_lrs),
-            schedules,
-            reinmax_schedules,
-            tuple(dict.fromkeys(args.tune_lr_schedules)),
-        )
-    ]
-    data_dir = input_pipeline.resolve_data_dir(args.data_dir)
-    options = {
-        "eval_samples": args.eval_samples,
-        "data_dir": data_dir,
-        "allow_unverified_data": args.allow_unverified_data,
-        "progress": not args.no_progress,
-    }
 
     from experiments.mnist import checkpoints, run
 
     try:
-        data = None
-        if args.phase != "report":
-            data = input_pipeline.load(data_dir, allow_unverified=args.allow_unverified_data)
-            print(f"MNIST from {data.source}; runs in {root}", flush=True)
-            _enable_compilation_cache(args.compilation_cache, root)
-        if args.phase in ("tune", "all"):
-            tune_data = campaign.validation_split(data)
-            if args.limit_examples is not None:
-                tune_data = campaign.limit_examples(tune_data, args.limit_examples)
-            campaign.train_runs(tune_runs, tune_data, **options)
-        choices = campaign.choose(tune_runs)
-        for name, choice in choices.items():
-            score = dict(choice.scores)[choice.candidate]
-            print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
-        if args.phase == "tune":
-            return 0
-        final_runs = {
-            v.name: [
-                grid.final_run(root, v, choices[v.name].candidate, seed=seed, epochs=args.epochs)
-                for seed in args.seeds
-            ]
-            for v in variants
-        }
-        if args.phase in ("final", "all"):
-            final_data = data
-            if args.limit_examples is not None:
-                final_data = campaign.limit_examples(data, args.limit_examples)
-            campaign.train_runs(
-                [r for runs in final_runs.values() for r in runs], final_data, **options
-            )
-        summary = report.summarize(final_runs, choices, limit_examples=args.limit_examples)
-        if not summary.results:
-            raise campaign.CampaignError(
-                "no final run is finished, there is nothing to report: run --phase final (or all) "
-                "with the same --root, --epochs and --seeds first"
-            )
-        paths = report.write(args.results, summary)
+        reported = campaign.execute(plan)
     except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -261,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue the campaign", file=sys.stderr)
         return 130
-    print()
-    print(report.markdown(summary))
-    print("Written: " + ", ".join(str(p) for p in paths.values()))
+    if reported is not None:
+        summary, paths = reported
+        print()
+        print(report.markdown(summary))
+        print("Written: " + ", ".join(str(p) for p in paths.values()))
     return 0

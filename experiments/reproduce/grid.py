@@ -3,7 +3,7 @@
 An estimator of the comparison (:class:`Variant`) is a ``gumbel_jax`` estimator plus, for
 Gumbel-Rao, its number of samples. Its tuning grid is every learning rate crossed with every
 temperature schedule of its family: relaxed, ST and Gumbel-Rao share one list of schedules,
-ReinMax has its own (temperatures >= 1, its authors' recommendation). A :class:`Run` is one
+ReinMax has its own (temperatures >= 1, its authors' recommendation). A :class:`CampaignRun` is one
 training run; its folder names its settings, so a finished run is found again by its settings.
 """
 
@@ -46,7 +46,7 @@ VARIANTS: dict[str, Variant] = {
 # Default grids. Jang et al. anneal max(0.5, exp(-r t)) with r in {1e-5, 1e-4} every N in
 # {500, 1000} steps; r = 1e-4 every 500 steps reaches 0.5 after ~7,000 steps (14 tuning epochs).
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
-LR_SCHEDULES = ("constant",)
+TUNE_LR_SCHEDULES = ("constant",)
 TEMPERATURES = ("1.0:0.5", "1.0")
 REINMAX_TEMPERATURES = ("1.0", "1.5")
 ANNEAL_RATE = 1e-4
@@ -60,7 +60,7 @@ TUNE_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class TemperatureSchedule:
     """A temperature schedule ``max(minimum, start * exp(-rate * step))``, updated every ``every``.
 
     A constant schedule has ``minimum == start``, ``rate == 0`` and ``every == 1``.
@@ -90,7 +90,9 @@ class Schedule:
         return f"τ {self.start:g}→{self.minimum:g} (rate {self.rate:.0e} every {self.every})"
 
 
-def parse_schedule(spec: str, *, rate: float = ANNEAL_RATE, every: int = ANNEAL_EVERY) -> Schedule:
+def parse_temperature_schedule(
+    spec: str, *, rate: float = ANNEAL_RATE, every: int = ANNEAL_EVERY
+) -> TemperatureSchedule:
     """Reads ``"T"`` (constant ``T``) or ``"T0:TMIN"`` (``T0`` annealed to ``TMIN`` at ``rate``).
 
     Raises:
@@ -107,13 +109,13 @@ def parse_schedule(spec: str, *, rate: float = ANNEAL_RATE, every: int = ANNEAL_
             "T0 to TMIN) with positive numbers, e.g. 1.0 or 1.0:0.5"
         )
     if len(values) == 1 or values[0] == values[1]:
-        return Schedule(values[0], values[0])
+        return TemperatureSchedule(values[0], values[0])
     start, minimum = values
     if minimum > start:
         raise ValueError(
             f"temperature schedule {spec!r} anneals upwards: TMIN must not exceed T0 in 'T0:TMIN'"
         )
-    return Schedule(start, minimum, rate, every)
+    return TemperatureSchedule(start, minimum, rate, every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +127,7 @@ class Candidate:
     """
 
     learning_rate: float
-    schedule: Schedule
+    temperature_schedule: TemperatureSchedule
     lr_schedule: str = "constant"
 
     @property
@@ -134,22 +136,22 @@ class Candidate:
 
     @property
     def slug(self) -> str:
-        return f"lr{self.learning_rate:g}{self._lr_suffix}-{self.schedule.slug}"
+        return f"lr{self.learning_rate:g}{self._lr_suffix}-{self.temperature_schedule.slug}"
 
     @property
     def label(self) -> str:
         decay = "" if self.lr_schedule == "constant" else f" {self.lr_schedule}"
-        return f"lr {self.learning_rate:g}{decay}, {self.schedule.label}"
+        return f"lr {self.learning_rate:g}{decay}, {self.temperature_schedule.label}"
 
     def to_dict(self) -> dict:
         """The settings as the JSON of the report gives them."""
         return {
             "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule,
-            "temperature": self.schedule.start,
-            "temperature_min": self.schedule.minimum,
-            "anneal_rate": self.schedule.rate,
-            "anneal_every": self.schedule.every,
+            "temperature": self.temperature_schedule.start,
+            "temperature_min": self.temperature_schedule.minimum,
+            "anneal_rate": self.temperature_schedule.rate,
+            "anneal_every": self.temperature_schedule.every,
             "label": self.label,
         }
 
@@ -157,13 +159,13 @@ class Candidate:
 def candidates(
     variant: Variant,
     learning_rates: tuple[float, ...],
-    schedules: tuple[Schedule, ...],
-    reinmax_schedules: tuple[Schedule, ...],
-    lr_schedules: tuple[str, ...] = LR_SCHEDULES,
+    temperatures: tuple[TemperatureSchedule, ...],
+    reinmax_temperatures: tuple[TemperatureSchedule, ...],
+    lr_schedules: tuple[str, ...] = TUNE_LR_SCHEDULES,
 ) -> tuple[Candidate, ...]:
     """The tuning grid of ``variant``: every learning rate and learning-rate schedule with every
     temperature schedule of its family."""
-    family = reinmax_schedules if variant.estimator == "reinmax" else schedules
+    family = reinmax_temperatures if variant.estimator == "reinmax" else temperatures
     return tuple(
         Candidate(lr, s, lr_schedule)
         for lr in learning_rates
@@ -173,7 +175,7 @@ def candidates(
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class CampaignRun:
     """One training run of the campaign.
 
     Attributes:
@@ -206,7 +208,7 @@ class Run:
         allow_unverified_data: bool = False,
     ) -> Config:
         """The :class:`Config` of the run for ``experiments.mnist.run.train_and_evaluate``."""
-        schedule = self.candidate.schedule
+        schedule = self.candidate.temperature_schedule
         return Config(
             latents=LATENTS,
             categories=CATEGORIES,
@@ -229,13 +231,15 @@ class Run:
         )
 
 
-def tune_run(root: Path, variant: Variant, candidate: Candidate, *, epochs: int) -> Run:
+def tune_run(root: Path, variant: Variant, candidate: Candidate, *, epochs: int) -> CampaignRun:
     """The tuning run of one candidate (seed :data:`TUNE_SEED`)."""
     workdir = root / "tune" / variant.name / candidate.slug
-    return Run("tune", variant, candidate, TUNE_SEED, epochs, workdir)
+    return CampaignRun("tune", variant, candidate, TUNE_SEED, epochs, workdir)
 
 
-def final_run(root: Path, variant: Variant, candidate: Candidate, *, seed: int, epochs: int) -> Run:
+def final_run(
+    root: Path, variant: Variant, candidate: Candidate, *, seed: int, epochs: int
+) -> CampaignRun:
     """The final run of the chosen candidate with one seed."""
     workdir = root / "final" / variant.name / candidate.slug / f"seed{seed}"
-    return Run("final", variant, candidate, seed, epochs, workdir)
+    return CampaignRun("final", variant, candidate, seed, epochs, workdir)

@@ -12,7 +12,7 @@ Test negative ELBO in nats (lower is better), on statically binarized MNIST in b
 from __future__ import annotations
 
 # Published test negative ELBO per estimator of this comparison: (source, nats).
-ANCHORS: dict[str, tuple[tuple[str, float], ...]] = {
+PAPER_RESULTS: dict[str, tuple[tuple[str, float], ...]] = {
     "relaxed": (("Jang 2017 GS", 101.5), ("Paulus 2021 GS", 95.5)),
     "st": (("Jang 2017 ST-GS", 107.8), ("Paulus 2021 ST-GS", 98.0)),
     "gumbel-rao-10": (("Paulus 2021 GR-MC1000", 96.5),),

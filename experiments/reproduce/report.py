@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from experiments.mnist import outputs
 from experiments.mnist.config import Config
 from experiments.reproduce import campaign, grid, published
 
@@ -59,7 +57,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(
-    final_runs: Mapping[str, Sequence[grid.Run]],
+    final_runs: Mapping[str, Sequence[grid.CampaignRun]],
     choices: Mapping[str, campaign.Choice],
     *,
     limit_examples: int | None = None,
@@ -85,7 +83,7 @@ def summarize(
         missing.extend(run.title for run in runs if run not in finished)
         if not finished:
             continue
-        records = [campaign.read_records(run.workdir) for run in finished]
+        records = [outputs.read_metrics(run.workdir) for run in finished]
         last = [r[-1] for r in records]
         neg_elbo_mean, neg_elbo_std = _mean_std([r["test/neg_elbo"] for r in last])
         nll_iwae_mean, nll_iwae_std = _mean_std([r["test/nll_iwae"] for r in last])
@@ -129,7 +127,7 @@ def summarize(
                 }
                 for run, r in zip(finished, last, strict=True)
             ],
-            "published": {source: value for source, value in published.ANCHORS.get(name, ())},
+            "published": {source: value for source, value in published.PAPER_RESULTS.get(name, ())},
             "target": published.TARGETS.get(name),
         }
         if limit_examples is not None:
@@ -271,35 +269,35 @@ def markdown(summary: Summary) -> str:
 
 def save_curves(path: Path, summary: Summary) -> Path:
     """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded, the targets dashed."""
-    figure = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    tops = []
-    for name, values in summary.curves.items():
-        epochs = np.arange(1, values.shape[1] + 1)
-        mean = values.mean(axis=0)
-        (line,) = ax.plot(epochs, mean, "-", marker="." if len(epochs) < 30 else None)
-        line.set_label(grid.VARIANTS[name].title)
-        if values.shape[0] > 1:
-            ax.fill_between(
-                epochs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2
-            )
-        # Leave the first tenth of a long run off the scale, where the losses start far above.
-        tops.append(mean[len(mean) // 10] if len(mean) >= 10 else np.nanmax(mean))
-    ax.axhline(published.TARGETS["st"], color="gray", ls="--", lw=1, label="ST target 100")
-    ax.axhline(published.BEST_TARGET, color="gray", ls=":", lw=1, label="best target 98")
-    finite_tops = [t for t in tops if np.isfinite(t)]
-    if finite_tops:
-        lows = [np.nanmin(v) for v in summary.curves.values()]
-        ax.set_ylim(min([*lows, published.BEST_TARGET]) - 1, max(finite_tops) + 1)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("test negative ELBO (nats)")
-    ax.set_title("Categorical VAE on MNIST, 20x10 latents: test loss by epoch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with outputs.epoch_axes(
+        path,
+        title="Categorical VAE on MNIST, 20x10 latents: test loss by epoch",
+        ylabel="test negative ELBO (nats)",
+        figsize=(7, 4.5),
+        legend_fontsize=8,
+    ) as ax:
+        tops = []
+        for name, values in summary.curves.items():
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean = values.mean(axis=0)
+            (line,) = ax.plot(epochs, mean, "-", marker="." if len(epochs) < 30 else None)
+            line.set_label(grid.VARIANTS[name].title)
+            if values.shape[0] > 1:
+                ax.fill_between(
+                    epochs,
+                    values.min(axis=0),
+                    values.max(axis=0),
+                    color=line.get_color(),
+                    alpha=0.2,
+                )
+            # Leave the first tenth of a long run off the scale, where the losses start far above.
+            tops.append(mean[len(mean) // 10] if len(mean) >= 10 else np.nanmax(mean))
+        ax.axhline(published.TARGETS["st"], color="gray", ls="--", lw=1, label="ST target 100")
+        ax.axhline(published.BEST_TARGET, color="gray", ls=":", lw=1, label="best target 98")
+        finite_tops = [t for t in tops if np.isfinite(t)]
+        if finite_tops:
+            lows = [np.nanmin(v) for v in summary.curves.values()]
+            ax.set_ylim(min([*lows, published.BEST_TARGET]) - 1, max(finite_tops) + 1)
     return path
 
 
