@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -58,6 +60,7 @@ def tempered_log_odds(logits: jax.Array, noise: jax.Array, temperature: jax.Arra
     return jnp.where(infinite, logits, scaled)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax_and_log1m(scores: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     """``a = softmax(scores)`` and ``log(1 - a)``, accurate and finite where ``a`` rounds to 1.
 
@@ -66,20 +69,51 @@ def _softmax_and_log1m(scores: jax.Array, axis: int) -> tuple[jax.Array, jax.Arr
     never underflows, so it stays finite (with finite gradients) at any temperature, even where
     every other entry of ``a`` underflows to 0. Elsewhere ``a <= 1/2``, so ``log(1 - a)`` is
     accurate to an ulp of 1. Needs two finite scores per row.
+
+    The VJP is written out (see ``_softmax_and_log1m_bwd``): the same gradient as autodiff of
+    the forward, in fewer passes over the array.
     """
+    return _softmax_and_log1m_fwd(scores, axis)[0]
+
+
+def _softmax_and_log1m_fwd(scores, axis):
     is_max = jax.nn.one_hot(
         jnp.argmax(scores, axis=axis), scores.shape[axis], dtype=bool, axis=axis
     )
     top = jnp.max(scores, axis=axis, keepdims=True)
     others = jnp.where(is_max, -jnp.inf, scores)
-    second = jax.lax.stop_gradient(jnp.max(others, axis=axis, keepdims=True))
+    second = jnp.max(others, axis=axis, keepdims=True)
     e = jnp.exp(others - second)  # 0 at the largest score and at masked entries
-    log_rest = second + jnp.log(jnp.sum(e, axis=axis, keepdims=True))
+    log_rest = second + jnp.log(jnp.sum(e, axis=axis, keepdims=True))  # logsumexp(others)
     lse = jnp.logaddexp(top, log_rest)
     a_others = e * jnp.exp(second - lse)  # 0 at the largest score, elsewhere <= 1/2
     a = jnp.where(is_max, jnp.exp(top - lse), a_others)
     log1m = jnp.where(is_max, log_rest - lse, jnp.log(1.0 - a_others))
-    return a, log1m
+    # The softmax of the other entries, a_k / (1 - a_max), for the largest entry's gradient.
+    q = e * jnp.exp(second - log_rest)
+    return (a, log1m), (is_max, a, q)
+
+
+def _softmax_and_log1m_bwd(axis, residuals, cotangents):
+    """The VJP. With ``d a_k / d s_j = a_k (delta_kj - a_j)`` and, for ``i != k``,
+    ``d log(1 - a_i) / d s_k = a_i a_k / (1 - a_i)``, ``d log(1 - a_k) / d s_k = -a_k``::
+
+      g_s = a * (g_a - sum(a g_a) + W - w - g_l) + g_l[max] a[max] q
+
+    where ``w_i = g_l_i a_i / (1 - a_i)`` below the maximum (``a_i <= 1/2``; 0 at it),
+    ``W = sum(w)`` and ``q = a / (1 - a[max])`` is the softmax of the other entries (0 at the
+    maximum), computed from the scores, so ``1 - a[max]`` is never formed.
+    """
+    is_max, a, q = residuals
+    g_a, g_l = cotangents
+    w = jnp.where(is_max, 0.0, g_l * a / (1.0 - jnp.where(is_max, 0.0, a)))
+    row = functools.partial(jnp.sum, axis=axis, keepdims=True)
+    inner = g_a - row(a * g_a) + row(w) - w - g_l
+    g_s = a * inner + row(jnp.where(is_max, g_l * a, 0.0)) * q
+    return (g_s,)
+
+
+_softmax_and_log1m.defvjp(_softmax_and_log1m_fwd, _softmax_and_log1m_bwd)
 
 
 def relaxed_top_k(scores: jax.Array, k: int, temperature: jax.Array, axis: int) -> jax.Array:
@@ -108,12 +142,26 @@ def relaxed_top_k(scores: jax.Array, k: int, temperature: jax.Array, axis: int) 
     return total + jax.nn.softmax(scores, axis=axis)
 
 
-def k_hot(
-    indices: jax.Array, num_categories: int, axis: int, dtype: jax.typing.DTypeLike
-) -> jax.Array:
-    """The k-hot vector of ``[..., k]`` distinct ``indices`` (exactly 0 and 1) on ``axis``."""
-    hot = jnp.sum(jax.nn.one_hot(indices, num_categories, dtype=dtype), axis=-2)
-    return jnp.moveaxis(hot, -1, axis)
+_ARGMAX_TOP_K = 8  # up to this k, k argmax passes are faster than lax.top_k (a sort) on CPU
+
+
+def top_k_hot(scores: jax.Array, k: int, axis: int, dtype: jax.typing.DTypeLike) -> jax.Array:
+    """The k-hot vector (exactly 0 and 1) of the ``k`` largest ``scores`` along ``axis``.
+
+    The same entries as ``jax.lax.top_k`` picks, ties included (the lower index first): for small
+    ``k`` by ``k`` successive argmaxes, each excluding the entries already taken. Needs ``k``
+    entries per row that are not ``NaN`` and not ``-inf``.
+    """
+    num_categories = scores.shape[axis]
+    if k > _ARGMAX_TOP_K:
+        _, indices = jax.lax.top_k(jnp.moveaxis(scores, axis, -1), k)
+        hot = jnp.sum(jax.nn.one_hot(indices, num_categories, dtype=dtype), axis=-2)
+        return jnp.moveaxis(hot, -1, axis)
+    taken = jnp.zeros(scores.shape, dtype=bool)
+    for _ in range(k):
+        best = jnp.argmax(jnp.where(taken, -jnp.inf, scores), axis=axis)
+        taken = taken | jax.nn.one_hot(best, num_categories, dtype=bool, axis=axis)
+    return taken.astype(dtype)
 
 
 def one_hot_argmax(scores: jax.Array, axis: int, dtype: jax.typing.DTypeLike) -> jax.Array:

@@ -200,13 +200,9 @@ def gumbel_top_k(
         k, name="k", maximum=x.shape[axis], what=f"the number of categories on axis {axis}"
     )
     noise = gumbel(key, x.shape, x.dtype)
-    return jnp.moveaxis(_top_k_indices(x + noise, k, axis), -1, axis)
-
-
-def _top_k_indices(scores: jax.Array, k: int, axis: int) -> jax.Array:
-    """The ``int32`` indices of the ``k`` largest ``scores`` along ``axis``, on the last axis."""
-    _, indices = jax.lax.top_k(jnp.moveaxis(scores, axis, -1), k)
-    return indices.astype(jnp.int32)
+    scores = jnp.moveaxis(x + noise, axis, -1)
+    _, indices = jax.lax.top_k(scores, k)
+    return jnp.moveaxis(indices.astype(jnp.int32), -1, axis)
 
 
 def _logistic(key: jax.Array, shape: tuple[int, ...], dtype: jax.typing.DTypeLike) -> jax.Array:
@@ -402,12 +398,14 @@ def relaxed_top_k(
     )
     tau = _checks.temperature(temperature, x.dtype)
     noise = gumbel(key, x.shape, x.dtype)
-    num_finite = jnp.sum(jnp.isfinite(x), axis=axis, keepdims=True)
-    invalid = jnp.any(jnp.isnan(x) | jnp.isposinf(x), axis=axis, keepdims=True) | (num_finite < k)
+    # A row is valid with >= k finite logits and no NaN or +inf: count finite logits as 1,
+    # masked ones as 0 and NaN/+inf as -(n + 1), in one pass.
+    n = x.shape[axis]
+    weight = jnp.where(jnp.isfinite(x), 1, jnp.where(jnp.isneginf(x), 0, -(n + 1)))
+    invalid = jnp.sum(weight, axis=axis, keepdims=True) < k
     safe_x = jnp.where(invalid, jnp.zeros_like(x), x)
     soft = _ops.relaxed_top_k(_ops.tempered_logits(safe_x, noise, tau), k, tau, axis)
     if hard:
-        indices = _top_k_indices(safe_x + noise, k, axis)
-        k_hot = _ops.k_hot(indices, x.shape[axis], axis, soft.dtype)
+        k_hot = _ops.top_k_hot(safe_x + noise, k, axis, soft.dtype)
         soft = _ops.hard_with_soft_gradient(soft, jnp.broadcast_to(k_hot, soft.shape))
     return jnp.where(invalid, jnp.nan, soft).astype(dtype)
