@@ -64,10 +64,10 @@ def tempered_log_odds(logits: jax.Array, noise: jax.Array, temperature: jax.Arra
 def _softmax_and_log1m(scores: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     """``a = softmax(scores)`` and ``log(1 - a)``, accurate and finite where ``a`` rounds to 1.
 
-    One ``exp`` per entry, stabilised by the row's *second* largest score: at the largest entry
-    ``log(1 - a)`` is ``logsumexp(others) - logsumexp(all)``, and ``logsumexp(others) >= second``
-    never underflows, so it stays finite (with finite gradients) at any temperature, even where
-    every other entry of ``a`` underflows to 0. Elsewhere ``a <= 1/2``, so ``log(1 - a)`` is
+    At the largest entry ``log(1 - a)`` is the ``logsumexp`` of the other entries' ``log(a)``,
+    stabilised by their own maximum (the row's second largest score), so it never underflows: it
+    stays finite (with finite gradients) at any temperature, even where every other entry of
+    ``a`` underflows to 0. Elsewhere ``a <= 1/2``, so ``log(1 - a)`` is
     accurate to an ulp of 1. Needs two finite scores per row.
 
     The VJP is written out (see ``_softmax_and_log1m_bwd``): the same gradient as autodiff of
@@ -80,18 +80,12 @@ def _softmax_and_log1m_fwd(scores, axis):
     is_max = jax.nn.one_hot(
         jnp.argmax(scores, axis=axis), scores.shape[axis], dtype=bool, axis=axis
     )
-    top = jnp.max(scores, axis=axis, keepdims=True)
-    others = jnp.where(is_max, -jnp.inf, scores)
-    second = jnp.max(others, axis=axis, keepdims=True)
-    e = jnp.exp(others - second)  # 0 at the largest score and at masked entries
-    log_rest = second + jnp.log(jnp.sum(e, axis=axis, keepdims=True))  # logsumexp(others)
-    lse = jnp.logaddexp(top, log_rest)
-    a_others = e * jnp.exp(second - lse)  # 0 at the largest score, elsewhere <= 1/2
-    a = jnp.where(is_max, jnp.exp(top - lse), a_others)
-    log1m = jnp.where(is_max, log_rest - lse, jnp.log(1.0 - a_others))
-    # The softmax of the other entries, a_k / (1 - a_max), for the largest entry's gradient.
-    q = e * jnp.exp(second - log_rest)
-    return (a, log1m), (is_max, a, q)
+    log_a = jax.nn.log_softmax(scores, axis=axis)
+    # log(1 - a[max]) = logsumexp of the others' log_a, stabilised by their own maximum.
+    log_rest = jax.nn.logsumexp(jnp.where(is_max, -jnp.inf, log_a), axis=axis, keepdims=True)
+    a = jnp.exp(log_a)
+    log1m = jnp.where(is_max, log_rest, jnp.log(1.0 - jnp.where(is_max, 0.0, a)))
+    return (a, log1m), (is_max, a, log_a, log_rest)
 
 
 def _softmax_and_log1m_bwd(axis, residuals, cotangents):
@@ -104,8 +98,9 @@ def _softmax_and_log1m_bwd(axis, residuals, cotangents):
     ``W = sum(w)`` and ``q = a / (1 - a[max])`` is the softmax of the other entries (0 at the
     maximum), computed from the scores, so ``1 - a[max]`` is never formed.
     """
-    is_max, a, q = residuals
+    is_max, a, log_a, log_rest = residuals
     g_a, g_l = cotangents
+    q = jnp.where(is_max, 0.0, jnp.exp(log_a - log_rest))
     w = jnp.where(is_max, 0.0, g_l * a / (1.0 - jnp.where(is_max, 0.0, a)))
     row = functools.partial(jnp.sum, axis=axis, keepdims=True)
     inner = g_a - row(a * g_a) + row(w) - w - g_l

@@ -357,8 +357,11 @@ def relaxed_top_k(
     Masked (``-inf``) categories are never chosen (0 in both forms, zero gradient) as long as a
     row has at least ``k`` finite logits. A row (along ``axis``) with fewer than ``k`` finite
     logits, or with a ``NaN`` or ``+inf`` logit, is ``NaN`` throughout, soft and hard (no
-    plausible k-hot); the gradient with respect to that row's logits is zero, and other rows are
-    unaffected.
+    plausible k-hot). The gradient with respect to such a row's logits is zero, except for a row
+    with a single finite logit (and ``k >= 2``), where it is ``NaN``, and so is the gradient of a
+    traced temperature shared with it. Other rows' values and gradients are unaffected.
+
+    Differentiation is reverse-mode only (``grad``, ``vjp``): each pass has a custom VJP.
 
     Args:
       key: a PRNG key.
@@ -399,11 +402,12 @@ def relaxed_top_k(
     tau = _checks.temperature(temperature, x.dtype)
     noise = gumbel(key, x.shape, x.dtype)
     # A row is valid with >= k finite logits and no NaN or +inf: count finite logits as 1,
-    # masked ones as 0 and NaN/+inf as -(n + 1), in one pass.
+    # masked ones as 0 and NaN/+inf as -(n + 1), in one pass. Invalid rows are set to NaN at the
+    # end; NaN/+inf entries get a finite stand-in (elementwise: a row-wise one costs a third more).
     n = x.shape[axis]
     weight = jnp.where(jnp.isfinite(x), 1, jnp.where(jnp.isneginf(x), 0, -(n + 1)))
     invalid = jnp.sum(weight, axis=axis, keepdims=True) < k
-    safe_x = jnp.where(invalid, jnp.zeros_like(x), x)
+    safe_x = jnp.where(jnp.isfinite(x) | jnp.isneginf(x), x, jnp.zeros_like(x))
     soft = _ops.relaxed_top_k(_ops.tempered_logits(safe_x, noise, tau), k, tau, axis)
     if hard:
         k_hot = _ops.top_k_hot(safe_x + noise, k, axis, soft.dtype)
