@@ -2,8 +2,8 @@
 
 - ``tempered_logits``: ``(logits + noise) / temperature`` that keeps masked (``-inf``) categories
   at ``-inf`` without producing ``NaN`` in values or in any gradient.
-- ``tempered_log_odds``: the same for Bernoulli log-odds, keeping ``+-inf`` (certain outcomes)
-  exact, again without ``NaN``.
+- ``tempered_log_odds``: the same for Bernoulli log-odds, with ``+-inf`` (certain outcomes)
+  clipped to a finite value whose sigmoid is exactly 1 or 0, again without ``NaN``.
 - ``relaxed_top_k``: the successive tempered softmaxes of the relaxed k-subset, in log space.
 - ``hard_with_soft_gradient``: returns the hard one-hot exactly, differentiated as the soft one.
   The usual ``soft + stop_gradient(hard - soft)`` is not exactly 0/1 in floating point
@@ -39,12 +39,18 @@ def tempered_logits(logits: jax.Array, noise: jax.Array, temperature: jax.Array)
     return jnp.where(masked, -jnp.inf, scaled)
 
 
-def tempered_log_odds(logits: jax.Array, noise: jax.Array, temperature: jax.Array) -> jax.Array:
-    """``(logits + noise) / temperature`` with infinite log-odds kept at exactly ``+-inf``.
+CERTAIN_LOG_ODDS = 1e10  # log-odds beyond this (infinite ones included) are certain outcomes
 
-    As in ``tempered_logits``, infinite entries are selected by ``jnp.where`` from a computation on
-    finite stand-ins, so the gradients there (``sigmoid`` is flat at ``+-inf``) are exactly zero
-    instead of ``inf * 0 = NaN``. ``NaN`` log-odds stay ``NaN``.
+
+def tempered_log_odds(logits: jax.Array, noise: jax.Array, temperature: jax.Array) -> jax.Array:
+    """``(logits + noise) / temperature`` with infinite log-odds clipped to ``+-1e10``.
+
+    ``sigmoid`` of the result is then exactly 0 or 1 there (for temperatures up to about 1e8),
+    and every gradient is exactly zero instead of ``inf * 0 = NaN``: ``sigmoid`` is flat there,
+    and ``d/dtemperature = -1e10 / temperature**2`` stays finite (for temperatures above about
+    1e-14). Finite log-odds beyond ``+-1e10`` are clipped too, which changes nothing at such
+    temperatures. ``NaN`` log-odds stay ``NaN``. (A clip rather than ``jnp.where(isinf(...))``:
+    on CPU the select kept XLA from vectorising the noise's fused loop, 1.7x slower.)
 
     Args:
       logits: log-odds of any shape; ``+-inf`` for certain outcomes.
@@ -54,10 +60,8 @@ def tempered_log_odds(logits: jax.Array, noise: jax.Array, temperature: jax.Arra
     Returns:
       An array of the broadcast shape of ``logits`` and ``noise``.
     """
-    infinite = jnp.isinf(logits)
-    safe_logits = jnp.where(infinite, jnp.zeros_like(logits), logits)
-    scaled = (safe_logits + noise) / temperature
-    return jnp.where(infinite, logits, scaled)
+    clipped = jnp.clip(logits, -CERTAIN_LOG_ODDS, CERTAIN_LOG_ODDS)
+    return (clipped + noise) / temperature
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
