@@ -3,9 +3,10 @@
 The public modules, each doing one thing:
 
 - ``sample``: exact Gumbel noise; Gumbel-Softmax (relaxed and straight-through), Gumbel-max and
-  Gumbel-top-k sampling.
+  Gumbel-top-k sampling; the binary Concrete (relaxed Bernoulli), the hard concrete gate and the
+  relaxed top-k subset.
 - ``concrete``: the Concrete / ExpConcrete distributions: log-space sampling, log-densities and
-  the relaxed KL.
+  the relaxed KL; the binary Concrete's densities and the hard concrete's expected L0 penalty.
 - ``estimators``: gradient estimators with one-hot forward values (straight-through,
   Gumbel-Rao, ReinMax) and the relaxed one, selectable by name with ``estimators.get``; and the
   score-function estimators (REINFORCE with a leave-one-out baseline, DisARM), which take the

@@ -312,3 +312,68 @@ def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> fl
         expected = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
     return value
+
+
+def float_pair(
+    a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, names: tuple[str, str]
+) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """Validates two elementwise arrays (e.g. a point and the logits) and broadcasts them.
+
+    Returns:
+      ``(a, b, dtype)``: both arrays broadcast and in the compute dtype, and the dtype to return
+      results in (the promoted input dtype).
+
+    Raises:
+      TypeError: if either array is not floating.
+      ValueError: if the shapes do not broadcast.
+    """
+    a, a_dtype = float_array(a, name=names[0])
+    b, b_dtype = float_array(b, name=names[1])
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
+            f"broadcast against each other."
+        ) from None
+    dtype = np.dtype(jnp.promote_types(a_dtype, b_dtype))
+    compute = compute_dtype(dtype)
+    return (
+        jnp.broadcast_to(a, shape).astype(compute),
+        jnp.broadcast_to(b, shape).astype(compute),
+        dtype,
+    )
+
+
+def stretch_interval(
+    low: jax.typing.ArrayLike, high: jax.typing.ArrayLike, dtype: np.dtype
+) -> tuple[jax.Array, jax.Array]:
+    """Validates the stretched interval ``(low, high)`` of the hard concrete.
+
+    Python or NumPy values must be finite with ``low < 0`` and ``high > 1`` (hence ``low < high``),
+    so that exact zeros and ones have positive probability; traced values are used as given.
+
+    Returns:
+      ``(low, high)`` as arrays of ``dtype``.
+
+    Raises:
+      TypeError: if either is not a real number or array.
+      ValueError: if a static value is out of range or not finite.
+    """
+    bounds = {"low": (low, "< 0", np.less, 0.0), "high": (high, "> 1", np.greater, 1.0)}
+    for name, (value, wanted, inside, limit) in bounds.items():
+        static = static_value(value)
+        value_dtype = np.dtype(static.dtype if static is not None else jnp.result_type(value))
+        if not (
+            jnp.issubdtype(value_dtype, jnp.floating) or jnp.issubdtype(value_dtype, jnp.integer)
+        ):
+            raise TypeError(f"`{name}` must be a real number or array; got {value!r}.")
+        if static is not None and not (
+            np.all(np.isfinite(static)) and np.all(inside(static, limit))
+        ):
+            raise ValueError(
+                f"`{name}` must be finite and {wanted}; got {name}={value!r}. The hard concrete "
+                f"stretches (0, 1) to (low, high) with low < 0 < 1 < high (the paper uses -0.1 "
+                f"and 1.1), so that clipping to [0, 1] gives exact zeros and ones."
+            )
+    return jnp.asarray(low, dtype), jnp.asarray(high, dtype)

@@ -24,6 +24,16 @@ Densities (``n`` categories, ``log_pi = log_softmax(logits)``, ``tau`` the tempe
   The two densities are related by ``log p_x(exp(y)) = log p_y(y) - sum_k y_k``. KL divergences
   do not depend on the choice of base measure.
 
+The binary Concrete (the relaxed Bernoulli of ``sample.relaxed_bernoulli``) has one log-odds per
+entry: ``y = sigmoid((logits + L) / tau)`` with ``L`` standard logistic noise, so its log-ratio
+``x = log(y) - log(1 - y) = (logits + L) / tau`` is Logistic(``logits / tau``, ``1 / tau``)::
+
+    log p(x) = log(tau) - softplus(tau x - logits) - softplus(logits - tau x)
+    log p(y) = log p(x) - log(y) - log(1 - y)            (dx/dy = 1 / (y (1 - y)))
+
+These are ``bernoulli_log_prob_logit`` and ``bernoulli_log_prob``; ``hard_concrete_l0`` is the
+closed-form ``P(z != 0)`` of the hard concrete gate of ``sample.hard_concrete``.
+
 Masked categories (``-inf`` logits) are left out: the distribution then lives on the smaller
 simplex of the ``n' < n`` unmasked categories, ``n'`` replaces ``n`` above, and the entries of
 ``x`` (``y``) at masked categories are ignored (samples have 0 and ``-inf`` there).
@@ -33,6 +43,8 @@ References:
   Variables (ICLR 2017), https://arxiv.org/abs/1611.00712 (eq. 11 and Appendix C).
   Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax (ICLR 2017),
   https://arxiv.org/abs/1611.01144
+  Louizos, Welling, Kingma. Learning Sparse Neural Networks through L0 Regularization (ICLR
+  2018), https://arxiv.org/abs/1712.01312
 """
 
 from __future__ import annotations
@@ -43,7 +55,15 @@ import jax.numpy as jnp
 from gumbel_jax import _checks, _ops
 from gumbel_jax.sample import gumbel
 
-__all__ = ["kl_relaxed", "log_prob", "log_prob_log", "sample_log"]
+__all__ = [
+    "bernoulli_log_prob",
+    "bernoulli_log_prob_logit",
+    "hard_concrete_l0",
+    "kl_relaxed",
+    "log_prob",
+    "log_prob_log",
+    "sample_log",
+]
 
 
 def _sample_log(key: jax.Array, logits: jax.Array, tau: jax.Array, axis: int) -> jax.Array:
@@ -290,3 +310,138 @@ def kl_relaxed(
         log_y, logits_p, tau_p, axis
     )
     return jnp.squeeze(_ops.nan_where_invalid(kl, invalid), axis).astype(dtype)
+
+
+def _logistic_log_density(x: jax.Array, logits: jax.Array, tau: jax.Array) -> jax.Array:
+    """The log-density of Logistic(``logits / tau``, ``1 / tau``) at ``x``, stable for any ``x``."""
+    z = tau * x - logits
+    return jnp.log(tau) - jax.nn.softplus(z) - jax.nn.softplus(-z)
+
+
+def bernoulli_log_prob_logit(
+    x: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, temperature: jax.typing.ArrayLike
+) -> jax.Array:
+    """Log-density of the binary Concrete's log-ratio ``x = log(y) - log(1 - y)``.
+
+    ``x = (logits + L) / temperature`` is Logistic with location ``logits / temperature`` and
+    scale ``1 / temperature``; its density with respect to Lebesgue measure on ``x`` integrates
+    to 1. The binary Concrete density of ``y = sigmoid(x)`` is this minus ``log(y (1 - y))`` (the
+    Jacobian ``dx/dy = 1 / (y (1 - y))``): ``bernoulli_log_prob(sigmoid(x)) ==
+    bernoulli_log_prob_logit(x) - log(sigmoid(x)) - log(sigmoid(-x))``. Use this form in a KL or a
+    likelihood (e.g. with ``x = logits_q / tau + L / tau`` drawn in log-ratio space): it is finite
+    for every finite ``x``, where ``y`` would round to 0 or 1 for ``|x| > 17`` in ``float32``. The
+    KL between two binary Concretes is the same in either coordinate.
+
+    Log-odds of ``+-inf`` give ``-inf`` (a point mass at ``+-inf``: no density at a finite ``x``)
+    with finite gradients; ``NaN`` gives ``NaN``.
+
+    Args:
+      x: the log-ratio, any shape broadcastable against ``logits``.
+      logits: the log-odds of the Bernoulli being relaxed.
+      temperature: a positive temperature broadcastable against them (a traced value is not
+        checked).
+
+    Returns:
+      The log-density, of the broadcast shape of ``x`` and ``logits``, in their promoted dtype.
+
+    Raises:
+      TypeError: if an input is not floating.
+      ValueError: if the shapes do not broadcast or a Python-number ``temperature`` is ``<= 0``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(bernoulli_log_prob_logit(0.0, 0.0, 1.0))  # the logistic's peak: log(1/4)
+      -1.3862943649291992
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712 (the binary Concrete and its
+      logistic log-ratio, section 3.3 and Appendix C).
+    """
+    x, logits, dtype = _checks.float_pair(x, logits, names=("x", "logits"))
+    tau = _checks.temperature(temperature, logits.dtype)
+    return _logistic_log_density(x, logits, tau).astype(dtype)
+
+
+def bernoulli_log_prob(
+    y: jax.typing.ArrayLike, logits: jax.typing.ArrayLike, temperature: jax.typing.ArrayLike
+) -> jax.Array:
+    """Log-density of the binary Concrete (relaxed Bernoulli) distribution at ``y`` in (0, 1).
+
+    The density with respect to Lebesgue measure on ``(0, 1)`` (it integrates to 1 there), of
+    ``y = sigmoid((logits + L) / temperature)`` as ``sample.relaxed_bernoulli`` draws it::
+
+      p(y) = tau alpha y^(-tau-1) (1 - y)^(-tau-1) / (alpha y^(-tau) + (1 - y)^(-tau))^2
+
+    with ``alpha = exp(logits)``. It equals ``bernoulli_log_prob_logit(log(y) - log(1 - y))
+    - log(y) - log(1 - y)``. At ``y`` exactly 0 or 1 (a sample rounded there) the density is not
+    defined and the result is ``NaN``; prefer ``bernoulli_log_prob_logit`` in a KL or a likelihood.
+
+    Args:
+      y: the point, in the open interval (0, 1), any shape broadcastable against ``logits``.
+      logits: the log-odds of the Bernoulli being relaxed.
+      temperature: a positive temperature broadcastable against them (a traced value is not
+        checked).
+
+    Returns:
+      The log-density, of the broadcast shape of ``y`` and ``logits``, in their promoted dtype.
+
+    Raises:
+      TypeError: if an input is not floating.
+      ValueError: if the shapes do not broadcast or a Python-number ``temperature`` is ``<= 0``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(bernoulli_log_prob(0.5, 0.0, 1.0))  # uniform on (0, 1) at temperature 1
+      0.0
+
+    References:
+      Maddison, Mnih, Teh (2017), https://arxiv.org/abs/1611.00712, section 3.3 (eq. 13 of the
+      binary Concrete's density).
+    """
+    y, logits, dtype = _checks.float_pair(y, logits, names=("y", "logits"))
+    tau = _checks.temperature(temperature, logits.dtype)
+    log_y, log1m_y = jnp.log(y), jnp.log1p(-y)
+    return (_logistic_log_density(log_y - log1m_y, logits, tau) - log_y - log1m_y).astype(dtype)
+
+
+def hard_concrete_l0(
+    log_alpha: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike = 2 / 3,
+    *,
+    low: jax.typing.ArrayLike = -0.1,
+    high: jax.typing.ArrayLike = 1.1,
+) -> jax.Array:
+    """``P(z != 0)`` of the hard concrete gate ``z``: the expected L0 penalty, in closed form.
+
+    For the gate of ``sample.hard_concrete`` with the same parameters,
+    ``P(z != 0) = sigmoid(log_alpha - temperature * log(-low / high))`` (eq. 12 of the paper).
+    Summed over a layer's gates it is the expected number of non-zero gates, differentiable in
+    ``log_alpha``. ``+-inf`` give exactly 1 and 0 with zero gradients; ``NaN`` gives ``NaN``.
+
+    Args:
+      log_alpha: the gates' location parameters, any shape.
+      temperature: the gates' positive temperature (2/3 by default), broadcastable to
+        ``log_alpha``; may be traced (then it is not checked).
+      low: the stretched interval's lower end, ``< 0`` (checked when a Python number).
+      high: its upper end, ``> 1`` (checked when a Python number).
+
+    Returns:
+      An array of the shape and dtype of ``log_alpha`` with values in ``[0, 1]``.
+
+    Raises:
+      TypeError: if ``log_alpha`` is not floating or ``low``/``high`` are not real.
+      ValueError: if a Python-number ``temperature`` is ``<= 0``, ``low >= 0`` or ``high <= 1``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> round(float(hard_concrete_l0(jnp.float32(0.0))), 4)  # sigmoid(-2/3 log(1/11))
+      0.8318
+
+    References:
+      Louizos, Welling, Kingma. Learning Sparse Neural Networks through L0 Regularization
+      (ICLR 2018), https://arxiv.org/abs/1712.01312, eq. 12.
+    """
+    x, dtype = _checks.float_array(log_alpha, name="log_alpha")
+    tau = _checks.temperature(temperature, x.dtype)
+    low, high = _checks.stretch_interval(low, high, x.dtype)
+    return jax.nn.sigmoid(x - tau * jnp.log(-low / high)).astype(dtype)
