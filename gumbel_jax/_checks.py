@@ -1,8 +1,9 @@
 """Argument validation and dtype policy shared by the public modules (private).
 
-Everything here runs at trace time on static information only (shapes, dtypes, Python numbers),
-so it never branches on traced values and costs nothing inside ``jit``. Errors name the argument,
-what was expected and what was received.
+Everything here runs at trace time on static information only (shapes, dtypes, and concrete
+values: Python and NumPy numbers and arrays, and JAX arrays that are not traced), so it never
+branches on traced values and costs nothing inside ``jit``. Errors name the argument, what was
+expected and what was received.
 
 The dtype policy: lower-precision floating inputs (``bfloat16``, ``float16``) are computed in
 ``float32`` and the results are cast back to the input dtype; ``float32`` and ``float64`` inputs
@@ -22,7 +23,13 @@ import numpy as np
 
 def float_dtype(dtype: jax.typing.DTypeLike, *, name: str) -> np.dtype:
     """Returns ``dtype`` as a NumPy dtype, raising ``TypeError`` unless it is floating."""
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a floating dtype (float32, bfloat16, float16, float64); got "
+            f"{_received(dtype)}."
+        ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"`{name}` must be a floating dtype (float32, bfloat16, float16, float64); got {dtype}."
@@ -48,7 +55,13 @@ def float_array(x: jax.typing.ArrayLike, *, name: str) -> tuple[jax.Array, np.dt
     Raises:
       TypeError: if ``x`` has an integer, boolean or complex dtype.
     """
-    x = jnp.asarray(x)  # float64 becomes float32 unless x64 is enabled, as everywhere in JAX
+    try:
+        x = jnp.asarray(x)  # float64 becomes float32 unless x64 is enabled, as everywhere in JAX
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a floating array (a JAX or NumPy array or a Python float); got "
+            f"{_received(x)}."
+        ) from None
     dtype = x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -95,14 +108,22 @@ def normalize_axis(axis: int, ndim: int, *, name: str = "logits") -> int:
 
 
 def static_value(x: object) -> np.ndarray | None:
-    """The value of ``x`` if it is known at trace time (a Python or NumPy number), else ``None``.
+    """The value of ``x`` if it is known at trace time, else ``None``.
 
-    JAX arrays are treated as dynamic, even outside ``jit``, so that a function behaves the same
-    with and without ``jit``.
+    Known values are Python numbers (``bool`` excepted), NumPy scalars and arrays, and concrete
+    JAX arrays (not tracers: outside ``jit``, ``vmap`` and ``grad``), so that ``0.5``,
+    ``np.float32(0.5)`` and ``jnp.array(0.5)`` are checked alike. A tracer (any value inside a
+    transformation) is ``None``, so checks on it are skipped and the traced code is unchanged.
     """
     if isinstance(x, bool):
         return None
     if isinstance(x, numbers.Number | np.ndarray | np.generic):
+        return np.asarray(x)
+    if (
+        isinstance(x, jax.Array)
+        and not isinstance(x, jax.core.Tracer)
+        and getattr(x, "is_fully_addressable", True)
+    ):
         return np.asarray(x)
     return None
 
@@ -117,19 +138,23 @@ def temperature(
 ) -> jax.Array:
     """Validates a temperature and returns it as an array of ``dtype``.
 
-    A Python or NumPy temperature must be ``> minimum`` (``>= minimum`` when ``minimum > 0``);
-    a traced temperature cannot be checked and is used as given.
+    A concrete temperature (a Python or NumPy number or array, or a JAX array outside ``jit``)
+    must be ``> minimum`` (``>= minimum`` when ``minimum > 0``); a traced temperature cannot be
+    checked and is used as given.
 
     Raises:
-      TypeError: if the temperature has a non-numeric or complex dtype.
-      ValueError: if a static temperature is out of range or not finite.
+      TypeError: if the temperature is not a real number or array (a string, ``None``, a list,
+        a ``bool`` or a complex number), or has a boolean or complex dtype.
+      ValueError: if a concrete temperature is out of range or not finite.
     """
     static = static_value(value)
+    if static is None and not isinstance(value, jax.Array):  # a tracer is a jax.Array
+        raise TypeError(f"`{name}` must be a real number or a real array; got {_received(value)}.")
     if static is not None:
         if not (
             jnp.issubdtype(static.dtype, jnp.floating) or jnp.issubdtype(static.dtype, jnp.integer)
         ):
-            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+            raise TypeError(f"`{name}` must be a real number; got {_received(value)}.")
         if not np.all(np.isfinite(static)):
             raise ValueError(f"`{name}` must be finite; got {value!r}.")
         if minimum > 0.0:
@@ -146,7 +171,8 @@ def temperature(
             jnp.issubdtype(value_dtype, jnp.floating) or jnp.issubdtype(value_dtype, jnp.integer)
         ):
             raise TypeError(
-                f"`{name}` must be a real number or array; got dtype {np.dtype(value_dtype)}."
+                f"`{name}` must be a real number or array; got a traced value of dtype "
+                f"{np.dtype(value_dtype)}."
             )
     return jnp.asarray(value, dtype)
 
@@ -220,22 +246,6 @@ def logits_pair(
     return a, b, dtype, axis
 
 
-def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> float:
-    """Returns ``value`` as a Python float that is finite and > 0 (>= 0 with ``allow_zero``).
-
-    Raises:
-      TypeError: ``value`` is not a real number (a ``bool`` is not one).
-      ValueError: ``value`` is not finite, negative, or zero without ``allow_zero``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
-        expected = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
-    return value
-
-
 def one_of(value: object, choices: tuple[str, ...], *, name: str) -> str:
     """Returns ``value`` if it is one of the strings ``choices``, else raises ``ValueError``."""
     if not isinstance(value, str) or value not in choices:
@@ -270,3 +280,100 @@ def per_sample_values(
             f"{expected}; got shape {values.shape}."
         )
     return values, dtype
+
+
+def _received(value: object) -> str:
+    """Describes a rejected argument for an error message: its value (abridged) and type."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return f"an array of shape {tuple(shape)} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} of type {type(value).__name__}"
+
+
+def positive_finite(value: object, *, name: str, allow_zero: bool = False) -> float:
+    """Returns ``value`` as a Python float that is finite and > 0 (>= 0 with ``allow_zero``).
+
+    A concrete 0-d array (NumPy, or JAX outside ``jit``) counts as its number.
+
+    Raises:
+      TypeError: ``value`` is not a real number (a ``bool`` is not one).
+      ValueError: ``value`` is not finite, negative, or zero without ``allow_zero``.
+    """
+    static = static_value(value) if isinstance(value, jax.Array | np.ndarray) else None
+    if static is not None and static.ndim == 0:
+        value = static.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {expected}; got {name}={value!r}.")
+    return value
+
+
+def float_pair(
+    a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, names: tuple[str, str]
+) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """Validates two elementwise arrays (e.g. a point and the logits) and broadcasts them.
+
+    Returns:
+      ``(a, b, dtype)``: both arrays broadcast and in the compute dtype, and the dtype to return
+      results in (the promoted input dtype).
+
+    Raises:
+      TypeError: if either array is not floating.
+      ValueError: if the shapes do not broadcast.
+    """
+    a, a_dtype = float_array(a, name=names[0])
+    b, b_dtype = float_array(b, name=names[1])
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
+            f"broadcast against each other."
+        ) from None
+    dtype = np.dtype(jnp.promote_types(a_dtype, b_dtype))
+    compute = compute_dtype(dtype)
+    return (
+        jnp.broadcast_to(a, shape).astype(compute),
+        jnp.broadcast_to(b, shape).astype(compute),
+        dtype,
+    )
+
+
+def stretch_interval(
+    low: jax.typing.ArrayLike, high: jax.typing.ArrayLike, dtype: np.dtype
+) -> tuple[jax.Array, jax.Array]:
+    """Validates the stretched interval ``(low, high)`` of the hard concrete.
+
+    Python or NumPy values must be finite with ``low < 0`` and ``high > 1`` (hence ``low < high``),
+    so that exact zeros and ones have positive probability; traced values are used as given.
+
+    Returns:
+      ``(low, high)`` as arrays of ``dtype``.
+
+    Raises:
+      TypeError: if either is not a real number or array.
+      ValueError: if a static value is out of range or not finite.
+    """
+    bounds = {"low": (low, "< 0", np.less, 0.0), "high": (high, "> 1", np.greater, 1.0)}
+    for name, (value, wanted, inside, limit) in bounds.items():
+        static = static_value(value)
+        value_dtype = np.dtype(static.dtype if static is not None else jnp.result_type(value))
+        if not (
+            jnp.issubdtype(value_dtype, jnp.floating) or jnp.issubdtype(value_dtype, jnp.integer)
+        ):
+            raise TypeError(f"`{name}` must be a real number or array; got {value!r}.")
+        if static is not None and not (
+            np.all(np.isfinite(static)) and np.all(inside(static, limit))
+        ):
+            raise ValueError(
+                f"`{name}` must be finite and {wanted}; got {name}={value!r}. The hard concrete "
+                f"stretches (0, 1) to (low, high) with low < 0 < 1 < high (the paper uses -0.1 "
+                f"and 1.1), so that clipping to [0, 1] gives exact zeros and ones."
+            )
+    return jnp.asarray(low, dtype), jnp.asarray(high, dtype)

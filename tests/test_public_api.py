@@ -29,6 +29,43 @@ SIGNATURES = {
         ("k", POS, EMPTY),
         ("axis", KW, -1),
     ],
+    sample.relaxed_bernoulli: [
+        ("key", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("temperature", POS, 1.0),
+        ("hard", KW, False),
+    ],
+    sample.hard_concrete: [
+        ("key", POS, EMPTY),
+        ("log_alpha", POS, EMPTY),
+        ("temperature", POS, 2 / 3),
+        ("low", KW, -0.1),
+        ("high", KW, 1.1),
+    ],
+    sample.relaxed_top_k: [
+        ("key", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("k", POS, EMPTY),
+        ("temperature", POS, 1.0),
+        ("hard", KW, False),
+        ("axis", KW, -1),
+    ],
+    concrete.bernoulli_log_prob: [
+        ("y", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("temperature", POS, EMPTY),
+    ],
+    concrete.bernoulli_log_prob_logit: [
+        ("x", POS, EMPTY),
+        ("logits", POS, EMPTY),
+        ("temperature", POS, EMPTY),
+    ],
+    concrete.hard_concrete_l0: [
+        ("log_alpha", POS, EMPTY),
+        ("temperature", POS, 2 / 3),
+        ("low", KW, -0.1),
+        ("high", KW, 1.1),
+    ],
     concrete.sample_log: [
         ("key", POS, EMPTY),
         ("logits", POS, EMPTY),
@@ -148,6 +185,12 @@ class PublicApiTest(parameterized.TestCase):
         ("disarm", estimators.disarm, "2006.10680"),
         ("gumbel_top_k", sample.gumbel_top_k, "1903.06059"),
         ("concrete", concrete.log_prob, "1611.00712"),
+        ("relaxed_bernoulli", sample.relaxed_bernoulli, "1611.00712"),
+        ("hard_concrete", sample.hard_concrete, "1712.01312"),
+        ("relaxed_top_k", sample.relaxed_top_k, "1901.10517"),
+        ("bernoulli_log_prob", concrete.bernoulli_log_prob, "1611.00712"),
+        ("bernoulli_log_prob_logit", concrete.bernoulli_log_prob_logit, "1611.00712"),
+        ("hard_concrete_l0", concrete.hard_concrete_l0, "1712.01312"),
     )
     def test_cites_its_paper(self, fn, arxiv_id):
         self.assertIn(f"https://arxiv.org/abs/{arxiv_id}", inspect.getdoc(fn))

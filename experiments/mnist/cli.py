@@ -183,11 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parallel.check_batch_size(config.batch_size, mesh := parallel.make_mesh())
     except ValueError as error:
         parser.error(str(error))
-    main_process = parallel.is_main_process()
+    return _train(config, data, mesh)
 
+
+def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) -> int:
+    """Trains and evaluates the run, reporting on the main process; returns the exit status."""
     # Imported here so that flag and data errors are reported before the model is built.
     from experiments.mnist import checkpoints, run
 
+    main_process = parallel.is_main_process()
     if main_process:
         print(
             f"MNIST from {data.source}: {len(data.train_images)} train, "
@@ -213,8 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if not main_process:
-        return 0
+    if main_process:
+        _print_outputs(config, final, checkpoints.CHECKPOINT_DIR)
+    return 0
+
+
+def _print_outputs(config: Config, final: dict[str, Any], checkpoint_dir: str) -> None:
     workdir = Path(config.workdir)
     print(f"Outputs in {workdir.resolve()}:")
     for name in (
@@ -223,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs.RECONSTRUCTIONS_FILE,
         outputs.SAMPLES_FILE,
         outputs.CURVES_FILE,
-        checkpoints.CHECKPOINT_DIR,
+        checkpoint_dir,
     ):
         print(f"  {workdir / name}")
     print(
@@ -231,4 +239,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{final['test/nll_iwae']:.2f} nats (k={final['iwae_samples']}), "
         f"train loss {final['train/loss']:.2f}, temperature {final['temperature']:.3f}"
     )
-    return 0
