@@ -29,10 +29,11 @@ name                 function               gradient
 ===================  =====================  ==============================================
 
 The sample estimators accept a traced temperature (annealing does not recompile), masked
-(``-inf``) logits, and compute ``bfloat16``/``float16`` inputs in ``float32``. ``reinmax`` is
-defined with ``jax.custom_vjp`` and so supports reverse-mode differentiation (``grad``,
-``vjp``) only. The surrogate estimators work under ``jit`` and ``vmap``, never sample masked
-categories, and treat their samples as constants (``f`` needs no gradient with respect to them).
+(``-inf``) logits, and compute ``bfloat16``/``float16`` inputs in ``float32``. ``gumbel_rao``
+and ``reinmax`` are defined with ``jax.custom_vjp`` and so support reverse-mode differentiation
+(``grad``, ``vjp``) only. The surrogate estimators work under ``jit`` and ``vmap``, never sample
+masked categories, and treat their samples as constants (``f`` needs no gradient with respect to
+them).
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -46,11 +47,13 @@ Examples:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+from jax.extend.random import threefry_2x32
 
 from gumbel_jax import _checks, _ops, sample
 
@@ -177,15 +180,46 @@ def _one_hot_sample(key: jax.Array, logits: jax.Array, axis: int) -> jax.Array:
     return jax.lax.stop_gradient(_ops.one_hot_argmax(logits + noise, axis, logits.dtype))
 
 
+def _exponentials(seed: jax.Array, num_samples: int, shape: tuple[int, ...]) -> jax.Array:
+    """``num_samples`` arrays of standard exponentials ``E = -log(U)``, float32 ``[k, *shape]``.
+
+    ``U`` is uniform on ``[tiny, 1)`` with 23 random bits, as in ``jax.random.gumbel`` (so
+    ``E > 0`` and finite). The bits are ``threefry_2x32`` of counters under the 2-word ``seed``,
+    both 32-bit halves of each block used (samples ``j`` and ``j + ceil(k / 2)`` share blocks): half
+    the hashing of ``jax.random.bits`` under ``jax_threefry_partitionable``, which hashes a block
+    per word. On CPU the bits are most of the cost of Gumbel-Rao's backward pass.
+    """
+    size = math.prod(shape)
+    pairs = (num_samples + 1) // 2
+    if 2 * pairs * size > 2**32:
+        raise ValueError(
+            f"gumbel_rao draws at most 2**32 conditional Gumbel variates per call; got "
+            f"num_samples={num_samples} x {size} logits"
+        )
+    counters = jnp.arange(pairs * size, dtype=jnp.uint32)
+    words = threefry_2x32(seed, jnp.concatenate([counters, jnp.zeros_like(counters)]))
+    words = words.reshape(2 * pairs, *shape)[:num_samples]
+    one_to_two = jax.lax.shift_right_logical(words, jnp.uint32(9)) | jnp.uint32(0x3F800000)
+    uniform = jax.lax.bitcast_convert_type(one_to_two, jnp.float32) - 1.0  # [0, 1)
+    return -jnp.log(uniform + jnp.finfo(jnp.float32).tiny)
+
+
+def _noise_seed(key: jax.Array) -> jax.Array:
+    """The 2-word seed of ``_exponentials`` drawn from ``key`` (any PRNG implementation)."""
+    return jax.random.bits(key, (2,), jnp.uint32)
+
+
 def _conditional_gumbel(
     key: jax.Array, logits: jax.Array, hard: jax.Array, num_samples: int, axis: int
 ) -> jax.Array:
     """``num_samples`` standard Gumbel vectors ``G`` conditioned on ``argmax(logits + G) = hard``.
 
-    With ``E = exp(-G')`` for fresh standard Gumbel ``G'`` (so ``E ~ Exp(1)``, and ``log E`` is
+    With ``E ~ Exp(1)`` (``_exponentials``; ``-log E`` is a standard Gumbel, and ``log E`` is
     finite for every draw) and ``Z = sum(exp(logits))``, the conditioned perturbed logits are
     ``log Z - log E_i`` at the sampled category ``i`` (the maximum, ``Gumbel(log Z)``) and
     ``-logaddexp(log E_j - logit_j, log E_i - log Z)`` elsewhere (Gumbels truncated below it).
+    ``gumbel_rao``'s backward pass draws the same ``E`` from the same key and uses the closed form
+    of the softmax of these perturbed logits (``_rao_blackwell_vjp``).
 
     Args:
       key: a PRNG key.
@@ -200,12 +234,65 @@ def _conditional_gumbel(
     masked = jnp.isneginf(logits)
     safe_logits = jnp.where(masked, 0.0, logits)
     log_z = jax.nn.logsumexp(logits, axis=axis, keepdims=True)
-    log_e = -sample.gumbel(key, (num_samples, *logits.shape), logits.dtype)
+    e = _exponentials(_noise_seed(key), num_samples, logits.shape)
+    log_e = jnp.log(e).astype(logits.dtype)
     log_e_max = jnp.sum(jnp.where(hard > 0, log_e, 0.0), axis=axis + 1, keepdims=True)
     at_max = log_z - log_e_max
     below_max = -jnp.logaddexp(log_e - safe_logits, log_e_max - log_z)
     perturbed = jnp.where(hard > 0, at_max, below_max)
     return jax.lax.stop_gradient(jnp.where(masked, 0.0, perturbed - safe_logits))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _rao_blackwell_one_hot(
+    logits: jax.Array, tau: jax.Array, hard: jax.Array, seed: jax.Array, num_samples: int, axis: int
+) -> jax.Array:
+    """Returns ``hard``; its vector-Jacobian product is Gumbel-Rao's (see ``gumbel_rao``)."""
+    del logits, tau, seed, num_samples, axis
+    return hard
+
+
+def _rao_blackwell_fwd(logits, tau, hard, seed, num_samples, axis):
+    del num_samples, axis
+    return hard, (logits, tau, hard, seed)
+
+
+def _rao_blackwell_bwd(num_samples, axis, residuals, g):
+    """``mean_k J(s_k) g / tau`` for ``s_k`` the softmax of the ``k``-th conditional sample.
+
+    The ``[k, ...]`` samples are drawn here, in the backward pass, from the seed (nothing of size
+    ``k`` is kept between the passes), in closed form: with ``p = softmax(logits)`` and the
+    exponentials ``E`` of ``_conditional_gumbel``, the perturbed logit ``j`` minus the maximum
+    ``i`` is ``gap_j = -log1p(E_j / (p_j E_i))`` (``gap_i = 0``), so ``s = softmax(gap / tau)``:
+    three transcendental functions per variate (``log`` for ``E``, ``log1p``, ``exp``) instead of
+    the six of the direct formula. The temperature's cotangent is
+    ``-mean_k sum_j (J(s_k) g)_j gap_j / tau**2`` (a softmax is unchanged by a shift, so ``gap``
+    may stand for the perturbed logits).
+    """
+    logits, tau, hard, seed = residuals
+    c = axis + 1
+    e = _exponentials(seed, num_samples, logits.shape).astype(logits.dtype)
+    inv_p = jnp.exp(-jax.nn.log_softmax(logits, axis=axis))  # inf at masked categories
+    scale = inv_p / jnp.sum(jnp.where(hard > 0, e, 0.0), axis=c, keepdims=True)
+    gap = jnp.where(hard > 0, 0.0, -jnp.log1p(e * scale))  # -inf at masked categories
+    w = jnp.exp(gap * (1.0 / tau))
+    inv_total = 1.0 / jnp.sum(w, axis=c, keepdims=True)
+    mean_g = jnp.sum(w * g, axis=c, keepdims=True) * inv_total
+    jg = (w * inv_total) * (g - mean_g)
+    grad_logits = jnp.sum(jg, axis=0) / (num_samples * tau)
+    jg_gap = jnp.sum(jnp.where(w > 0, jg * gap, 0.0), axis=0)
+    grad_tau = _sum_to_shape(-jg_gap / (num_samples * tau * tau), jnp.shape(tau))
+    return grad_logits, grad_tau, jnp.zeros_like(hard), jnp.zeros(seed.shape, jax.dtypes.float0)
+
+
+_rao_blackwell_one_hot.defvjp(_rao_blackwell_fwd, _rao_blackwell_bwd)
+
+
+def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sums ``x`` over the axes that ``shape`` broadcasts to it (the transpose of broadcasting)."""
+    x = jnp.sum(x, axis=tuple(range(x.ndim - len(shape))))
+    axes = tuple(i for i, (n, m) in enumerate(zip(shape, x.shape, strict=True)) if n == 1 and m > 1)
+    return jnp.sum(x, axis=axes, keepdims=True).reshape(shape)
 
 
 def gumbel_rao(
@@ -222,7 +309,8 @@ def gumbel_rao(
     ``mean_k softmax((logits + G_k) / temperature)`` where ``G_1..G_k`` are Gumbel noise vectors
     drawn conditionally on ``argmax(logits + G_k) = D`` and treated as constants (as in the
     authors' reference implementation). Its expectation equals that of ST-GS and its variance is
-    no larger; ``num_samples=1`` has the same distribution as ST-GS.
+    no larger; ``num_samples=1`` has the same distribution as ST-GS. Reverse mode only
+    (``jax.custom_vjp``): the conditional noise is drawn in the backward pass.
 
     An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN`` in its
     values and gradients: see "Invalid inputs" in ``gumbel_jax``.
@@ -233,8 +321,9 @@ def gumbel_rao(
         ``-inf`` masks a category.
       temperature: a positive temperature (Python number or array, may be traced; a traced
         value is not checked and 0 gives ``NaN`` gradients).
-      num_samples: ``k``, the number of conditional noise samples (a Python int >= 1). Memory
-        and time of the backward surrogate grow linearly in it.
+      num_samples: ``k``, the number of conditional noise samples (a Python int >= 1). The
+        backward pass draws them (from the key, again) and its time grows linearly in ``k``;
+        nothing of size ``k`` is kept from the forward pass.
       axis: the category axis.
 
     Returns:
@@ -264,10 +353,7 @@ def gumbel_rao(
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
     key_sample, key_noise = jax.random.split(key)
     hard = _one_hot_sample(key_sample, x, axis)
-    noise = _conditional_gumbel(key_noise, x, hard, num_samples, axis)
-    soft = jax.nn.softmax(_ops.tempered_logits(x, noise, tau), axis=axis + 1)
-    surrogate = jnp.mean(soft, axis=0)
-    one_hot = _ops.hard_with_soft_gradient(surrogate, hard)
+    one_hot = _rao_blackwell_one_hot(x, tau, hard, _noise_seed(key_noise), num_samples, axis)
     return _ops.nan_where_invalid(one_hot, invalid).astype(dtype)
 
 
