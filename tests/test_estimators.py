@@ -200,6 +200,16 @@ class GumbelRaoTest(chex.TestCase):
         chex.assert_shape(grad_t, jnp.shape(tau))
         np.testing.assert_allclose(grad_t, expected_t, rtol=1e-4, atol=1e-5)
 
+    def test_unrolled_threefry_is_jax_threefry(self):
+        from jax.extend.random import threefry_2x32
+
+        seed = jax.random.bits(jax.random.key(9), (2,), jnp.uint32)
+        counters = jnp.arange(1001, dtype=jnp.uint32) * jnp.uint32(2654435761)
+        zeros = jnp.zeros_like(counters)
+        expected = threefry_2x32(seed, jnp.concatenate([counters, zeros]))
+        unrolled = jax.jit(estimators._threefry_2x32)(seed[0], seed[1], counters, zeros)
+        np.testing.assert_array_equal(jnp.concatenate(unrolled), expected)
+
     def test_masked_logits_no_nan(self):
         logits = jnp.array([[0.5, -jnp.inf, 2.0, 0.0]] * 3)
 
