@@ -24,7 +24,7 @@ from matplotlib.image import imread
 from experiments.mnist import input_pipeline, outputs
 from experiments.reproduce import campaign, cli, grid, report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ENTRY_KEYS = {
     "neg_elbo_mean",
