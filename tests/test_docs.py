@@ -10,8 +10,6 @@ import pytest
 
 import gumbel_jax
 
-pytest.importorskip("pdoc")
-
 
 @pytest.fixture(scope="module")
 def api_reference(tmp_path_factory):
