@@ -9,8 +9,7 @@ plainly. For the Gumbel-Softmax samplers and the estimators that is one Gumbel v
 and a softmax (`baseline/noise+softmax`); for the binary samplers, one logistic variate per
 log-odds and a sigmoid (plus the stretch and the clip for the hard concrete); for the relaxed
 top-k, the Gumbel noise and Xie & Ermon's loop of `k` softmaxes with `log(max(1 - a, tiny))`
-down-weighting. Every row reports its ratio to its baseline, forward and forward+backward
-(target: within 1.5x).
+down-weighting. Every row reports its ratio to its baseline, forward and forward+backward.
 """
 
 from __future__ import annotations

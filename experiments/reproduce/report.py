@@ -2,7 +2,7 @@
 
 :func:`summarize` reads the finished final runs (and the tuning's choice) into one JSON-ready
 object keyed by estimator name; :func:`write` saves it with a Markdown table set beside the
-published numbers and targets (:mod:`experiments.reproduce.published`), and a figure of the test
+published numbers (:mod:`experiments.reproduce.published`), and a figure of the test
 negative ELBO by epoch of every estimator (mean over seeds, with the seeds' range shaded).
 """
 
@@ -74,8 +74,7 @@ def summarize(
       (sample standard deviation over seeds, ``null`` for one seed), ``nll_iwae_mean``,
       ``nll_iwae_std``, ``iwae_samples``, ``seeds``, ``epochs``, ``latents``, ``categories``,
       ``seconds_per_epoch`` (median training time of an epoch over all epochs and seeds),
-      ``device``, ``settings`` (the chosen ones), ``tuning``, ``per_seed``, ``published`` and
-      ``target`` (or ``null``).
+      ``device``, ``settings`` (the chosen ones), ``tuning``, ``per_seed`` and ``published``.
     """
     results, curves, missing = {}, {}, []
     for name, runs in final_runs.items():
@@ -128,7 +127,6 @@ def summarize(
                 for run, r in zip(finished, last, strict=True)
             ],
             "published": {source: value for source, value in published.PAPER_RESULTS.get(name, ())},
-            "target": published.TARGETS.get(name),
         }
         if limit_examples is not None:
             results[name]["limit_examples"] = limit_examples
@@ -163,15 +161,6 @@ def _fmt(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "diverged"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
-
-
-def _target_text(mean: float | None, target: float | None) -> str:
-    if target is None:
-        return ""
-    if mean is not None and mean <= target:
-        return f"≤ {target:.1f}: met"
-    gap = "diverged" if mean is None else f"missed by {mean - target:.2f}"
-    return f"≤ {target:.1f}: **{gap}**"
 
 
 def _lr_schedule_note(results: Mapping[str, dict]) -> str:
@@ -213,9 +202,8 @@ def markdown(summary: Summary) -> str:
             f"{'; '.join(devices)}. The published numbers are for static binarization and other "
             "architectures.",
             "",
-            "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published | "
-            "Target |",
-            "|---|---|---|---|---|---|---|",
+            "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published |",
+            "|---|---|---|---|---|---|",
         ]
         for name, entry in results.items():
             variant = grid.VARIANTS[name]
@@ -227,8 +215,7 @@ def markdown(summary: Summary) -> str:
             lines.append(
                 f"| {variant.title} | {_fmt(entry['neg_elbo_mean'], entry['neg_elbo_std'])}"
                 f"{seeds_note} | {iwae} (k={k}) | {entry['seconds_per_epoch']:.1f} | "
-                f"{entry['settings']['label']} | {anchors or 'none'} | "
-                f"{_target_text(entry['neg_elbo_mean'], entry['target'])} |"
+                f"{entry['settings']['label']} | {anchors or 'none'} |"
             )
         lines.append("")
         scored = {
@@ -237,8 +224,7 @@ def markdown(summary: Summary) -> str:
         if scored:
             best = min(scored, key=scored.get)
             lines += [
-                f"Best: {grid.VARIANTS[best].title}, {scored[best]:.2f} nats; target "
-                f"{_target_text(scored[best], published.BEST_TARGET)}.",
+                f"Best: {grid.VARIANTS[best].title}, {scored[best]:.2f} nats.",
                 "",
             ]
     if summary.missing:
@@ -268,7 +254,7 @@ def markdown(summary: Summary) -> str:
 
 
 def save_curves(path: Path, summary: Summary) -> Path:
-    """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded, the targets dashed."""
+    """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded."""
     with outputs.epoch_axes(
         path,
         title="Categorical VAE on MNIST, 20x10 latents: test loss by epoch",
@@ -292,12 +278,10 @@ def save_curves(path: Path, summary: Summary) -> Path:
                 )
             # Leave the first tenth of a long run off the scale, where the losses start far above.
             tops.append(mean[len(mean) // 10] if len(mean) >= 10 else np.nanmax(mean))
-        ax.axhline(published.TARGETS["st"], color="gray", ls="--", lw=1, label="ST target 100")
-        ax.axhline(published.BEST_TARGET, color="gray", ls=":", lw=1, label="best target 98")
         finite_tops = [t for t in tops if np.isfinite(t)]
         if finite_tops:
             lows = [np.nanmin(v) for v in summary.curves.values()]
-            ax.set_ylim(min([*lows, published.BEST_TARGET]) - 1, max(finite_tops) + 1)
+            ax.set_ylim(min(x for x in lows if np.isfinite(x)) - 1, max(finite_tops) + 1)
     return path
 
 

@@ -81,7 +81,7 @@ def test_missing_folder_in_a_subprocess_prints_no_traceback(tmp_path):
         [sys.executable, "-m", "experiments.mnist", "--data-dir", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         timeout=120,
         check=False,
     )

@@ -26,7 +26,7 @@ from idx_files import write_random_idx
 from experiments.mnist import checkpoints, cli, outputs, train
 from experiments.mnist.config import MAY_CHANGE_ON_RESUME, Config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 6
 TIMEOUT = 240
 

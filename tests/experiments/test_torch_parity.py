@@ -30,7 +30,7 @@ from experiments.mnist import input_pipeline, train
 from experiments.mnist.config import Config
 from gumbel_jax import sample
 
-GOLDEN = Path(__file__).parent / "data" / "torch_parity.npz"
+GOLDEN = Path(__file__).parents[1] / "data" / "torch_parity.npz"
 RTOL = 1e-5
 CASES = [("st", "st", "dynamic"), ("relaxed", "relaxed", "dynamic"), ("st_grey", "st", "none")]
 

@@ -25,7 +25,7 @@ from idx_files import write_random_idx
 from experiments.mnist import parallel
 from experiments.mnist.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
 
 FOUR_DEVICES = textwrap.dedent(

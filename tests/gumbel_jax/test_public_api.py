@@ -12,7 +12,7 @@ KW = inspect.Parameter.KEYWORD_ONLY
 POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
 EMPTY = inspect.Parameter.empty
 
-# name -> [(parameter, kind, default)], exactly as issue 2 specifies them.
+# name -> [(parameter, kind, default)], exactly as the API reference documents them.
 SIGNATURES = {
     sample.gumbel: [("key", POS, EMPTY), ("shape", POS, ()), ("dtype", POS, jnp.float32)],
     sample.gumbel_softmax: [
