@@ -1,5 +1,7 @@
 """What a run leaves in its workdir: ``config.json``, ``metrics.jsonl`` and three PNGs.
 
+A run that diverged leaves ``diverged.json`` instead of the pictures and the final record.
+
 In a multi-host run only process 0 calls these (see ``run.train_and_evaluate``).
 
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend change),
@@ -27,6 +29,8 @@ METRICS_FILE = "metrics.jsonl"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.png"
+# Written when training diverged (a non-finite loss): the run failed, it has no result.
+DIVERGED_FILE = "diverged.json"
 
 
 def write_config(workdir: str | os.PathLike, settings: dict[str, Any]) -> Path:
@@ -176,3 +180,21 @@ def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -
             k = records[-1].get("iwae_samples")
             ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
     return path
+
+
+def write_divergence(workdir: str | os.PathLike, step: int, message: str) -> Path:
+    """Marks the run of ``workdir`` as diverged: ``<workdir>/diverged.json`` with the message."""
+    path = Path(workdir) / DIVERGED_FILE
+    path.write_text(json.dumps({"step": step, "message": message}, sort_keys=True) + "\n")
+    return path
+
+
+def read_divergence(workdir: str | os.PathLike) -> str | None:
+    """The message of a run of ``workdir`` that diverged (``diverged.json``), else ``None``."""
+    path = Path(workdir) / DIVERGED_FILE
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"diverged (see {path})"
