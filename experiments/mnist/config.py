@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from gumbel_jax.estimators import NAMES as ESTIMATORS
 
 BINARIZATIONS = ("dynamic", "none")
+# Seeds are 0 .. SEEDS - 1: jax.random.key(seed) keeps the low 32 bits (2**32 is seed 0 again).
+SEEDS = 2**32
 LR_SCHEDULES = ("constant", "cosine")
 # The environment variable that names the IDX folder when ``--data-dir`` is not given.
 DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
@@ -245,10 +248,22 @@ class Config:
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError("hidden", f"must be positive layer widths, got {self.hidden!r}")
         for name in ("learning_rate", "temperature", "temperature_min"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)!r}")
-        if self.anneal_rate < 0:
-            raise ConfigError("anneal_rate", f"must be non-negative, got {self.anneal_rate}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(name, f"must be positive and finite, got {getattr(self, name)!r}")
+        if not 0 <= self.anneal_rate < math.inf:
+            raise ConfigError(
+                "anneal_rate", f"must be non-negative and finite, got {self.anneal_rate}"
+            )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < SEEDS
+        ):
+            raise ConfigError(
+                "seed",
+                f"must be an integer from 0 to {SEEDS - 1} (jax.random.key keeps 32 bits: other "
+                f"seeds repeat these), got {self.seed!r}",
+            )
         for field in dataclasses.fields(self):
             choices, value = field.metadata["choices"], getattr(self, field.name)
             if choices is not None and value not in choices:

@@ -302,6 +302,9 @@ class _EpochEnd:
         self.saved.save(state, epoch=result.epoch, meta=meta)
         self.record(state, result)
 
+    def _signalled(self) -> bool:
+        return parallel.any_process(self.received_signal() is not None)
+
     def record(self, state: TrainState, result: EpochResult) -> None:
         """Evaluates the epoch, then writes and prints its metrics line (process 0).
 
@@ -309,13 +312,16 @@ class _EpochEnd:
           Interrupted: a signal stopped the evaluation (the epoch's checkpoint is complete).
         """
         config, main = self.config, parallel.is_main_process()
+        # A signal of the epoch's last chunk lets the epoch finish (evaluation included) before
+        # the run stops; one received during the evaluation stops it at its next chunk.
+        signalled_before = self._signalled()
         try:
             record = epoch_record(
                 state,
                 result,
                 self.test_x,
                 config=config,
-                should_stop=lambda: parallel.any_process(self.received_signal() is not None),
+                should_stop=None if signalled_before else self._signalled,
             )
         except evaluate.Stopped:
             self.saved.wait_until_finished()

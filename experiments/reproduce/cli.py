@@ -3,9 +3,10 @@
 ``--phase all`` (the default) tunes, trains the final runs and writes the report; rerunning the
 same command skips every finished run and continues an interrupted one from its checkpoint.
 
-Exit status: 0 on success; 2 for a usage error, a data failure, or runs that cannot be used or
-are missing (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM (the current run saves
-a checkpoint first).
+Exit status: 0 on success (a run that diverged is reported as failed, without a result); 2 for
+a usage error, a data failure, runs that cannot be used or are missing, or a folder that cannot
+be written or that another run holds (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM
+(the current run saves a checkpoint first).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
       ValueError: a flag's value is invalid.
     """
     temperatures, reinmax_temperatures = _check_args(args)
-    root = Path(args.root)
+    root = Path(args.root).expanduser().resolve()  # Paths are resolved once, here.
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
     variants = tuple(grid.VARIANTS[name] for name in dict.fromkeys(args.estimators))
@@ -187,7 +188,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
         tune_runs=tune_runs,
         epochs=args.epochs,
         seeds=tuple(args.seeds),
-        results=Path(args.results),
+        results=Path(args.results).expanduser().resolve(),
         limit_examples=args.limit_examples,
         config_options={
             "eval_samples": args.eval_samples,
@@ -207,12 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    from experiments.mnist import checkpoints, run
+    from experiments.mnist import checkpoints, run, workdir
 
     try:
         reported = campaign.execute(plan)
-    except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
+    except (
+        input_pipeline.DataError,
+        campaign.CampaignError,
+        checkpoints.CheckpointError,
+        workdir.WorkdirError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {workdir.describe_write_failure(error)}", file=sys.stderr)
         return 2
     except run.Interrupted as interruption:
         print(f"{interruption}, which also continues the campaign", file=sys.stderr)
