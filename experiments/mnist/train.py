@@ -441,7 +441,7 @@ def steps_per_epoch(config: Config, num_examples: int) -> int:
     steps = config.steps_per_epoch(num_examples)
     if steps == 0:
         raise ValueError(
-            f"--batch-size {config.batch_size} exceeds the {num_examples} training examples"
+            f"batch_size {config.batch_size} exceeds the {num_examples} training examples"
         )
     return steps
 
