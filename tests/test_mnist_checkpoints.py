@@ -268,6 +268,15 @@ def test_metrics_of_epochs_after_the_checkpoint_are_dropped(tmp_path):
     ]
 
 
+def test_damaged_metrics_lines_are_left_out(tmp_path):
+    """Lines edited by hand or by another program: not records of an epoch, so not read."""
+    outputs.append_metrics(tmp_path, {"epoch": 1, "train/loss": 1.0})
+    with (tmp_path / outputs.METRICS_FILE).open("a") as f:
+        f.write('garbage\n{"epoch": "2"}\n{"epoch": true}\n[1, 2]\nnull\n')
+    outputs.truncate_metrics(tmp_path, 2)
+    assert outputs.read_metrics(tmp_path) == [{"epoch": 1, "train/loss": 1.0}]
+
+
 def _env():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -54,7 +54,7 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """The epoch records of ``<workdir>/metrics.jsonl``, in order (none if there is no file).
 
     The one reader of the file. A line that is not a complete JSON record of an epoch (a line
-    cut short by a killed process) is left out.
+    cut short by a killed process, or damaged by hand: no integer ``epoch``) is left out.
     """
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
@@ -65,7 +65,8 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "epoch" in record:
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
             records.append(record)
     return records
 
