@@ -389,3 +389,45 @@ def test_without_the_environment_variable_the_tests_get_mnist_as_the_experiment_
         mnist_folder(None, tmp_path / "other")
     assert "GUMBEL_JAX_MNIST_DIR is not set and MNIST could not be downloaded" in str(failure.value)
     assert "set GUMBEL_JAX_MNIST_DIR to a folder" in str(failure.value)
+
+
+def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """Read-only: simulated (the tests run as root, who may write anywhere)."""
+    import errno
+
+    from experiments.mnist import outputs, workdir
+
+    args = ["--data-dir", str(_random_data(tmp_path)), "--allow-unverified-data", "--no-progress"]
+    args += ["--batch-size", "8", "--workdir", str(tmp_path / "run")]
+
+    def read_only(path, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workdir.os, "open", read_only)
+        status = cli.main(args)
+    _assert_one_line_error(
+        status, capsys.readouterr().err, f"cannot write {tmp_path / 'run' / 'run.lock'}"
+    )
+
+    def full_disk(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path / "config.json"))
+
+    monkeypatch.setattr(outputs, "write_config", full_disk)
+    status = cli.main(args)
+    _assert_one_line_error(
+        status,
+        capsys.readouterr().err,
+        f"cannot write {tmp_path / 'run' / 'config.json'} (No space left on device): free disk",
+    )
+
+
+def test_ctrl_c_while_the_data_loads_is_one_line_and_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(input_pipeline, "load", interrupted)
+    assert cli.main(["--workdir", str(tmp_path / "run"), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted before training started: nothing was written"
+    assert not (tmp_path / "run").exists()
