@@ -292,6 +292,10 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
         (["--tune-temperatures", "hot"], "is not 'T'"),
         (["--seeds", "1", "1"], "distinct"),
         (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--tune-lrs", "inf"], "--tune-lrs must be finite, got inf"),
+        (["--anneal-rate", "inf"], "--anneal-rate must be finite, got inf"),
+        (["--tune-temperatures", "inf"], "--reinmax-temperatures must be finite, got inf"),
+        (["--seeds", str(2**32)], "--seeds must be an integer from 0 to 4294967295"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv, message, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import LR_SCHEDULES
+from experiments.mnist.config import LR_SCHEDULES, ConfigError
 from experiments.reproduce import campaign, grid, report
 
 PHASES = ("tune", "final", "all", "report")
@@ -181,7 +181,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
             v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
         )
     )
-    return campaign.Plan(
+    plan = campaign.Plan(
         phase=args.phase,
         root=root,
         variants=variants,
@@ -198,6 +198,39 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
         },
         compilation_cache=args.compilation_cache,
     )
+    _check_run_settings(plan)
+    return plan
+
+
+# The flag that sets each run setting the grid varies.
+_FLAGS = {
+    "learning_rate": "--tune-lrs",
+    "temperature": "--tune-temperatures / --reinmax-temperatures",
+    "temperature_min": "--tune-temperatures / --reinmax-temperatures",
+    "anneal_rate": "--anneal-rate",
+    "anneal_every": "--anneal-every",
+    "seed": "--seeds",
+    "epochs": "--epochs",
+}
+
+
+def _check_run_settings(plan: campaign.Plan) -> None:
+    """Builds the settings of every tuning run and of every final seed, so that a value the
+    experiment refuses is a usage error before anything runs.
+
+    Raises:
+      ValueError: naming the flag.
+    """
+    finals = [
+        grid.final_run(plan.root, first.variant, first.candidate, seed=seed, epochs=plan.epochs)
+        for first in plan.tune_runs[:1]
+        for seed in plan.seeds
+    ]
+    try:
+        for run in (*plan.tune_runs, *finals):
+            run.config(**plan.config_options)
+    except ConfigError as error:
+        raise ValueError(f"{_FLAGS.get(error.field, error.field)} {error.problem}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
