@@ -5,7 +5,9 @@ around the training loop: it resumes from the newest Orbax checkpoint of the wor
 (:mod:`experiments.mnist.checkpoints`), evaluates after every epoch
 (:mod:`experiments.mnist.evaluate`), writes the metrics, pictures and checkpoints
 (:mod:`experiments.mnist.outputs`), and turns SIGINT/SIGTERM into a stop at the next chunk
-boundary with a checkpoint (:func:`stop_on_signals`, :class:`Interrupted`).
+boundary with a checkpoint (:func:`stop_on_signals`, :class:`Interrupted`), or at the next chunk
+of an evaluation. The workdir is the run's alone while it lasts (:mod:`experiments.mnist.workdir`),
+and a run whose loss stops being finite ends with :class:`Diverged`, recorded in the workdir.
 """
 
 from __future__ import annotations

@@ -475,6 +475,22 @@ def _progress_bar(config: Config, epoch: int, steps: int, position: int) -> tqdm
     )
 
 
+def _finished_chunk(
+    metrics: dict[str, jax.Array], *, first_step: int, config: Config
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's losses and temperatures (waiting for it).
+
+    Raises:
+      Diverged: the chunk ended with a non-finite loss or parameters.
+    """
+    loss, temperature, finite = jax.device_get(
+        (metrics["loss"], metrics["temperature"], metrics["finite"])
+    )
+    if not finite:
+        raise Diverged(loss, first_step=first_step, learning_rate=config.learning_rate)
+    return loss, temperature
+
+
 def _train_epoch(
     state: TrainState,
     images: jax.Array,
@@ -516,11 +532,7 @@ def _train_epoch(
             position += num_steps
             dispatched = metrics
         if pending is not None:
-            loss, temperature, finite = jax.device_get(
-                (pending["loss"], pending["temperature"], pending["finite"])
-            )
-            if not finite:
-                raise Diverged(loss, first_step=step, learning_rate=config.learning_rate)
+            loss, temperature = _finished_chunk(pending, first_step=step, config=config)
             step += loss.size
             losses.append(loss)
             examples += loss.size * config.batch_size
