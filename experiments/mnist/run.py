@@ -145,9 +145,28 @@ def train_and_evaluate(
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(config.batch_size, mesh)
     steps = steps_per_epoch(config, len(data.train_images))  # Checked before anything is written.
-    main = parallel.is_main_process()
-    with workdir.owned(config.workdir) if main else contextlib.nullcontext():
+    with _owned(config.workdir):
         return _owned_run(config, data, mesh, steps)
+
+
+@contextlib.contextmanager
+def _owned(path: str) -> Iterator[None]:
+    """Process 0 owns the workdir (:func:`workdir.owned`) for the block; every process learns
+    whether it could, so that none goes on alone.
+
+    Raises:
+      workdir.WorkdirError: on every process, when process 0 cannot own the workdir.
+    """
+    with contextlib.ExitStack() as stack:
+        error = None
+        if parallel.is_main_process():
+            try:
+                stack.enter_context(workdir.owned(path))
+            except workdir.WorkdirError as failure:
+                error = failure
+        if parallel.any_process(error is not None):
+            raise error or workdir.WorkdirError(f"process 0 cannot own the workdir {path}")
+        yield
 
 
 def _owned_run(
