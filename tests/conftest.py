@@ -4,24 +4,15 @@ import os
 from pathlib import Path
 
 import pytest
-
-MNIST_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
+from idx_files import MNIST_DIR_ENV, mnist_folder
 
 
 @pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    """The folder of the four official MNIST IDX files, from ``$GUMBEL_JAX_MNIST_DIR``.
+def mnist_dir(tmp_path_factory) -> Path:
+    """The folder of the four official MNIST IDX files, as an absolute path.
 
-    Fails (rather than skips) when it is not set or not a folder: the real-data tests must run.
+    From ``$GUMBEL_JAX_MNIST_DIR`` (CI sets it to ``../shared/mnist``); without it, MNIST is
+    downloaded as the experiment does (tensorflow-datasets, cached) and written into a temporary
+    folder. Fails (rather than skips) when neither works: the real-data tests must run.
     """
-    value = os.environ.get(MNIST_DIR_ENV)
-    if not value:
-        pytest.fail(
-            f"{MNIST_DIR_ENV} is not set: set it to the folder with the four MNIST IDX files "
-            "(.ci/run sets it to ../shared/mnist)",
-            pytrace=False,
-        )
-    path = Path(value)
-    if not path.is_dir():
-        pytest.fail(f"{MNIST_DIR_ENV}={value!r} is not a folder", pytrace=False)
-    return path
+    return mnist_folder(os.environ.get(MNIST_DIR_ENV), tmp_path_factory.mktemp("mnist"))

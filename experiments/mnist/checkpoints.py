@@ -27,6 +27,8 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments.mnist import workdir
 from experiments.mnist.config import Config
 
 CHECKPOINT_DIR = "checkpoints"
@@ -89,43 +92,47 @@ def _stderr_warning(message: str) -> None:
 
 @contextlib.contextmanager
 def _quiet_orbax_failures() -> Iterator[None]:
-    """Hides the tracebacks that asyncio and Orbax's coroutines print for failed reads.
+    """Hides the tracebacks that asyncio and Orbax's coroutines print for failed reads and writes.
 
-    The error itself still propagates and is reported in one line.
+    The error itself still propagates and is reported in one line. A :class:`RunCheckpoints`
+    holds this for its lifetime, since its saves fail in background threads.
     """
-    logger = logging.getLogger("asyncio")
-    level, unraisable_hook = logger.level, sys.unraisablehook
-    logger.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("asyncio", "absl")]
+    levels, unraisable_hook = [lg.level for lg in loggers], sys.unraisablehook
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda unraisable: None
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         sys.unraisablehook = unraisable_hook
 
 
 class RunCheckpoints:
     """The checkpoints of one run, under ``<workdir>/checkpoints``.
 
-    Every process of a multi-host run must create it and call :meth:`save` and
-    :meth:`restore_latest` together (Orbax synchronises them and writes from each process the
-    shards it holds). Use it as a context manager, or call :meth:`close`, so that the last
-    asynchronous save is finished before the program exits.
+        Every process of a multi-host run must create it and call :meth:`save` and
+        :meth:`restore_latest` together (Orbax synchronises them and writes from each process the
+        shards it holds). Use it as a context manager, or call :meth:`close`, so that the last
+        asynchronous save is finished before the program exits.
 
-    Examples:
-      >>> import tempfile
-      >>> from experiments.mnist import train
-      >>> from experiments.mnist.config import Config
-      >>> config = Config(latents=2, categories=3, hidden=(8,))
-      >>> fresh = train.create_train_state(config, data_dim=16)
-      >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
-      ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
-      ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
-      ...     saved.wait_until_finished()
-      ...     restored = saved.restore_latest(fresh)
-      None
-      >>> restored.step, restored.epoch, restored.meta["format"]
-      (0, 0, 'flax-nnx-1')
+        Examples:
+          >>> import tempfile
+          >>> from experiments.mnist import train
+          >>> from experiments.mnist import workdir
+    from experiments.mnist.config import Config
+          >>> config = Config(latents=2, categories=3, hidden=(8,))
+          >>> fresh = train.create_train_state(config, data_dim=16)
+          >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
+          ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
+          ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
+          ...     saved.wait_until_finished()
+          ...     restored = saved.restore_latest(fresh)
+          None
+          >>> restored.step, restored.epoch, restored.meta["format"]
+          (0, 0, 'flax-nnx-1')
     """
 
     def __init__(
@@ -137,6 +144,8 @@ class RunCheckpoints:
     ):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         self._warn = warn
+        self._quiet = contextlib.ExitStack()
+        self._quiet.enter_context(_quiet_orbax_failures())
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -172,14 +181,34 @@ class RunCheckpoints:
         step = int(state.step)
         if step in self._manager.all_steps():
             return False
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_arrays(state)),
-                meta=ocp.args.JsonSave({**meta, "format": FORMAT, "epoch": epoch, "step": step}),
-            ),
-            force=True,
-        )
+        with self._writing():
+            return self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(_arrays(state)),
+                    meta=ocp.args.JsonSave(
+                        {**meta, "format": FORMAT, "epoch": epoch, "step": step}
+                    ),
+                ),
+                force=True,
+            )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turns a failed write (disk full, file-size limit, permissions) into one line.
+
+        Raises:
+          CheckpointError: naming the path and the fix, for an ``OSError`` anywhere in the
+            chain of the error Orbax raised.
+        """
+        try:
+            yield
+        except Exception as error:
+            cause = _os_error(error)
+            if cause is None:
+                raise
+            where = OSError(cause.errno, cause.strerror, f"a checkpoint in {self.directory}")
+            raise CheckpointError(workdir.describe_write_failure(where)) from None
 
     def restore_latest(
         self, target: Any, *, check: Callable[[int, dict[str, Any]], None] | None = None
@@ -210,17 +239,16 @@ class RunCheckpoints:
         failures = []
         for step in reversed(steps):
             try:
-                with _quiet_orbax_failures():
-                    meta = self._manager.restore(
-                        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-                    )["meta"]
-                    epoch = int(meta["epoch"])
-                    _check_format(step, meta, self.directory)
-                    if check is not None:
-                        check(step, meta)
-                    arrays = self._manager.restore(
-                        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-                    )["state"]
+                meta = self._manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )["meta"]
+                epoch = int(meta["epoch"])
+                _check_format(step, meta, self.directory)
+                if check is not None:
+                    check(step, meta)
+                arrays = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                )["state"]
             except CheckpointError:
                 raise
             except Exception as error:  # Orbax and TensorStore raise many kinds on bad files.
@@ -253,13 +281,46 @@ class RunCheckpoints:
         )
 
     def wait_until_finished(self) -> None:
-        """Blocks until the last asynchronous save is complete on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until the last asynchronous save is complete on disk.
+
+        Raises:
+          CheckpointError: the save failed to write (disk full...).
+        """
+        with self._writing():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finishes pending saves and releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Finishes pending saves and releases the manager.
+
+        Raises:
+          CheckpointError: the last save failed to write (disk full...).
+        """
+        try:
+            self.wait_until_finished()
+        finally:
+            with contextlib.suppress(Exception):
+                self._manager.close()
+            self._quiet.close()
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The failed write behind ``error``: an ``OSError`` in its chain of causes and contexts, or
+    the one TensorStore describes in a ``ValueError`` (``... [os_error_code='28']``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError):
+            return error
+        code = re.search(r"os_error_code='(\d+)'", str(error))
+        if code is not None:
+            path = re.search(r'Failed (?:writing|to write|to open)[^"]*"([^"]+)"', str(error))
+            number = int(code.group(1))
+            return OSError(number, os.strerror(number), path.group(1) if path else None)
+        for nested in getattr(error, "exceptions", None) or ():  # An ExceptionGroup.
+            if (found := _os_error(nested)) is not None:
+                return found
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _check_format(step: int, meta: dict[str, Any], directory: Path) -> None:

@@ -2,9 +2,10 @@
 
 Rerunning a command with the same ``--workdir`` resumes from its newest checkpoint.
 
-Exit status: 0 on success; 2 for a usage error (argparse's message), a data failure or
-checkpoints that cannot be resumed (one line on stderr); 130 after Ctrl-C (SIGINT) and 143 after
-SIGTERM, with a checkpoint saved at the end of the current chunk.
+Exit status: 0 on success; 2 for a usage error (argparse's message), a data failure, checkpoints
+that cannot be resumed, a workdir that cannot be created or written (disk full...) or that another
+run holds (one line on stderr); 3 when training diverged (a non-finite loss); 130 after Ctrl-C
+(SIGINT) and 143 after SIGTERM, with a checkpoint saved at the end of the current chunk.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import jax
 
-from experiments.mnist import input_pipeline, outputs, parallel
+from experiments.mnist import input_pipeline, outputs, parallel, workdir
 from experiments.mnist.config import (
     DATA_AND_OUTPUTS,
     EVALUATION,
@@ -145,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     values = {field.name: getattr(args, field.name) for field in _flagged_fields()}
     values["estimator"] = "st" if args.hard else (args.estimator or Config.estimator)
     values["data_dir"] = input_pipeline.resolve_data_dir(args.data_dir)
+    values["workdir"] = str(Path(args.workdir).expanduser().resolve())  # Resolved once, here.
     try:
         return Config(**values)
     except ConfigError as error:
@@ -153,8 +155,20 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ValueError(f"{flag(error.field)} {error.problem}") from None
 
 
+# Exit statuses besides 0 (finished), 2 (a bad setting or an outside failure) and 128 + signal.
+DIVERGED = 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the experiment; returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Before the run's own handlers, or a second Ctrl-C.
+        print("\ninterrupted before training started: nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -179,8 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except input_pipeline.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from experiments.mnist import train  # Here: flag and data errors come before the model.
+
     try:
         parallel.check_batch_size(config.batch_size, mesh := parallel.make_mesh())
+        train.steps_per_epoch(config, len(data.train_images))
     except ValueError as error:
         parser.error(str(error))
     return _train(config, data, mesh)
@@ -202,9 +219,16 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
         )
     try:
         final = run.train_and_evaluate(config, data, mesh=mesh)
-    except checkpoints.CheckpointError as error:
+    except (checkpoints.CheckpointError, workdir.WorkdirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # Writing the metrics, config or pictures.
+        print(f"error: {workdir.describe_write_failure(error)}", file=sys.stderr)
+        return 2
+    except run.Diverged as error:
+        if main_process:
+            print(f"error: {error}", file=sys.stderr)
+        return DIVERGED
     except run.Interrupted as interruption:
         if main_process:
             print(interruption, file=sys.stderr)

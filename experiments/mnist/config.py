@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from gumbel_jax.estimators import NAMES as ESTIMATORS
 
 BINARIZATIONS = ("dynamic", "none")
+# Seeds are 0 .. SEEDS - 1: jax.random.key(seed) keeps the low 32 bits (2**32 is seed 0 again).
+SEEDS = 2**32
 LR_SCHEDULES = ("constant", "cosine")
 # The environment variable that names the IDX folder when ``--data-dir`` is not given.
 DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
@@ -225,6 +228,21 @@ class Config:
         Raises:
           ConfigError: naming the setting, what it must be and what it was.
         """
+        self._check_integers()
+        self._check_reals()
+        for field in dataclasses.fields(self):
+            choices, value = field.metadata["choices"], getattr(self, field.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(field.name, f"must be one of {choices}, got {value!r}")
+        if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
+            raise ConfigError(
+                None,
+                "reinmax needs a temperature >= 1 throughout (its authors' recommendation), got "
+                f"temperature {self.temperature} annealed to {self.temperature_min}: "
+                "pass --temperature-min 1 (and --temperature >= 1)",
+            )
+
+    def _check_integers(self) -> None:
         positive_ints = (
             "latents",
             "categories",
@@ -244,22 +262,23 @@ class Config:
             raise ConfigError("categories", f"must be at least 2, got {self.categories}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError("hidden", f"must be positive layer widths, got {self.hidden!r}")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEEDS:
+            raise ConfigError(
+                "seed",
+                f"must be an integer from 0 to {SEEDS - 1} (jax.random.key keeps 32 bits: other "
+                f"seeds repeat these), got {seed!r}",
+            )
+
+    def _check_reals(self) -> None:
         for name in ("learning_rate", "temperature", "temperature_min"):
             if not getattr(self, name) > 0:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)!r}")
-        if self.anneal_rate < 0:
+        if not self.anneal_rate >= 0:
             raise ConfigError("anneal_rate", f"must be non-negative, got {self.anneal_rate}")
-        for field in dataclasses.fields(self):
-            choices, value = field.metadata["choices"], getattr(self, field.name)
-            if choices is not None and value not in choices:
-                raise ConfigError(field.name, f"must be one of {choices}, got {value!r}")
-        if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
-            raise ConfigError(
-                None,
-                "reinmax needs a temperature >= 1 throughout (its authors' recommendation), got "
-                f"temperature {self.temperature} annealed to {self.temperature_min}: "
-                "pass --temperature-min 1 (and --temperature >= 1)",
-            )
+        for name in ("learning_rate", "temperature", "temperature_min", "anneal_rate"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(name, f"must be finite, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the settings as a JSON-compatible dict."""

@@ -13,6 +13,7 @@ All use fixed keys, so successive epochs are evaluated on the same noise.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,38 +39,102 @@ def test_pixels(images: np.ndarray, mode: str) -> jax.Array:
 # The jitted functions below take the model split (``nnx.split``): its graphdef is a static argument
 # (hashable, equal for models of the same shapes), its parameters a traced one. They are static in
 # the model's structure and sizes only, not in the whole Config: runs that differ in seed, learning
-# rate or workdir share the compilation.
+# rate or workdir share the compilation. Each call is one chunk of the evaluation (a batch of test
+# examples, and for the IWAE bound a chunk of at most IWAE_SAMPLE_CHUNK samples of it), so that
+# memory does not grow with the number of samples and a stop request is answered between chunks.
+
+IWAE_SAMPLE_CHUNK = 32
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "num_samples"))
-def _per_example(graphdef, params, x, key, *, batch_size: int, num_samples: int):
-    """``(neg_elbo [n], nll_iwae [n] or None)`` over ``x`` in batches of ``batch_size``."""
+class Stopped(Exception):
+    """The evaluation stopped between two chunks because ``should_stop`` said so."""
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _padded(x: jax.Array, *, size: int) -> jax.Array:
+    return jnp.pad(x, ((0, size - x.shape[0]), (0, 0)))
+
+
+def _batch_keys(key: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The ``(elbo, iwae)`` keys of test batch ``index``."""
+    return tuple(jax.random.split(jax.random.fold_in(key, index)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size"))
+def _neg_elbo_batch(graphdef, params, x, index, key, *, batch_size: int) -> jax.Array:
+    """Negative ELBO ``[batch_size]`` of batch ``index`` of ``x``, one one-hot sample each."""
     model = nnx.merge(graphdef, params)
-    n = x.shape[0]
-    num_batches = -(-n // batch_size)
-    padded = jnp.pad(x, ((0, num_batches * batch_size - n), (0, 0)))
-    batches = padded.reshape(num_batches, batch_size, x.shape[-1])
+    xb = jax.lax.dynamic_slice_in_dim(x, index * batch_size, batch_size)
+    logits = model.encode(xb)
+    z = sample.gumbel_max(_batch_keys(key, index)[0], logits)
+    return losses.negative_elbo(model.decode(z), xb, logits)
 
-    def one_batch(args):
-        index, xb = args
-        elbo_key, iwae_key = jax.random.split(jax.random.fold_in(key, index))
-        logits = model.encode(xb)
-        z = sample.gumbel_max(elbo_key, logits)
-        neg_elbo = losses.negative_elbo(model.decode(z), xb, logits)
-        if not num_samples:
-            return neg_elbo, None
-        z_k = sample.gumbel_max(iwae_key, jnp.broadcast_to(logits, (num_samples, *logits.shape)))
-        pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(
-            num_samples, batch_size, -1
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "chunk", "num_samples"))
+def _iwae_chunk(
+    graphdef, params, x, index, chunk_index, key, running, *, batch_size, chunk, num_samples
+):
+    """Adds samples ``chunk_index * chunk ...`` (< ``num_samples``) to the running log-sum-exp.
+
+    ``running`` is ``(max, sum)`` per example: ``logsumexp = max + log(sum)``. With a single chunk
+    the samples are drawn from the batch's IWAE key itself, as a one-shot bound would.
+    """
+    model = nnx.merge(graphdef, params)
+    xb = jax.lax.dynamic_slice_in_dim(x, index * batch_size, batch_size)
+    iwae_key = _batch_keys(key, index)[1]
+    if num_samples > chunk:
+        iwae_key = jax.random.fold_in(iwae_key, chunk_index)
+    logits = model.encode(xb)
+    z_k = sample.gumbel_max(iwae_key, jnp.broadcast_to(logits, (chunk, *logits.shape)))
+    pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(chunk, batch_size, -1)
+    log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k)
+    valid = chunk_index * chunk + jnp.arange(chunk) < num_samples
+    return logsumexp_update(running, jnp.where(valid[:, None], log_w, -jnp.inf))
+
+
+def logsumexp_update(
+    running: tuple[jax.Array, jax.Array], values: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A running log-sum-exp over axis 0: ``(max, sum)`` after adding ``values`` ``[m, ...]``.
+
+    Start from ``(-inf, 0)``; ``max + log(sum)`` is the log-sum-exp of everything added.
+    """
+    peak, total = running
+    new_peak = jnp.maximum(peak, jnp.max(values, axis=0))
+    total = total * jnp.exp(peak - new_peak) + jnp.sum(jnp.exp(values - new_peak), axis=0)
+    return new_peak, total
+
+
+def _check(should_stop, last: jax.Array | None) -> None:
+    """Waits for the chunk ``last`` and raises :class:`Stopped` if a stop was requested."""
+    if should_stop is None:
+        return
+    if last is not None:
+        jax.block_until_ready(last)
+    if should_stop():
+        raise Stopped
+
+
+def _nll_iwae_batch(graphdef, params, x, index, key, *, batch_size, num_samples, should_stop):
+    """IWAE bound ``[batch_size]`` of batch ``index``, over chunks of samples."""
+    chunk = min(num_samples, IWAE_SAMPLE_CHUNK)
+    running = (jnp.full(batch_size, -jnp.inf), jnp.zeros(batch_size))
+    for chunk_index in range(-(-num_samples // chunk)):
+        _check(should_stop, running[1])
+        running = _iwae_chunk(
+            graphdef,
+            params,
+            x,
+            index,
+            chunk_index,
+            key,
+            running,
+            batch_size=batch_size,
+            chunk=chunk,
+            num_samples=num_samples,
         )
-        log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k)
-        nll_iwae = -(jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples))
-        return neg_elbo, nll_iwae
-
-    neg_elbo, nll_iwae = jax.lax.map(one_batch, (jnp.arange(num_batches), batches))
-    if nll_iwae is not None:
-        nll_iwae = nll_iwae.reshape(-1)[:n]
-    return neg_elbo.reshape(-1)[:n], nll_iwae
+    peak, total = running
+    return -(peak + jnp.log(total) - jnp.log(num_samples))
 
 
 def evaluate(
@@ -78,28 +143,48 @@ def evaluate(
     *,
     config: Config,
     num_samples: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Test-set bounds of the discrete model, in nats per example.
+
+    Memory is bounded by one chunk (``config.eval_batch_size`` examples times at most
+    :data:`IWAE_SAMPLE_CHUNK` samples), whatever ``num_samples``.
 
     Args:
       model: the model (``TrainState.model()``).
       x: test pixels ``[n, data_dim]`` (see :func:`test_pixels`).
       config: the run's settings (its evaluation batch size).
       num_samples: k of the IWAE bound, or ``None`` to skip it.
+      should_stop: polled between chunks (after each has finished); when it returns true the
+        evaluation stops with :class:`Stopped`.
 
     Returns:
       ``{"test/neg_elbo": ...}``, plus ``"test/nll_iwae"`` when ``num_samples`` is given.
+
+    Raises:
+      Stopped: ``should_stop`` returned true.
     """
-    neg_elbo, nll_iwae = _per_example(
-        *nnx.split(model),
-        x,
-        jax.random.key(EVAL_SEED),
-        batch_size=config.eval_batch_size,
-        num_samples=num_samples or 0,
-    )
-    result = {"test/neg_elbo": float(jnp.mean(neg_elbo))}
-    if nll_iwae is not None:
-        result["test/nll_iwae"] = float(jnp.mean(nll_iwae))
+    graphdef, params = nnx.split(model)
+    n, batch_size, key = x.shape[0], config.eval_batch_size, jax.random.key(EVAL_SEED)
+    num_batches = -(-n // batch_size)
+    padded = _padded(x, size=num_batches * batch_size)
+    neg_elbo, nll_iwae = [], []
+    for index in range(num_batches):
+        _check(should_stop, neg_elbo[-1] if neg_elbo else None)
+        args = (graphdef, params, padded, index, key)
+        neg_elbo.append(_neg_elbo_batch(*args, batch_size=batch_size))
+        if num_samples:
+            nll_iwae.append(
+                _nll_iwae_batch(
+                    *args,
+                    batch_size=batch_size,
+                    num_samples=num_samples,
+                    should_stop=should_stop,
+                )
+            )
+    result = {"test/neg_elbo": float(jnp.mean(jnp.concatenate(neg_elbo)[:n]))}
+    if num_samples:
+        result["test/nll_iwae"] = float(jnp.mean(jnp.concatenate(nll_iwae)[:n]))
     return result
 
 

@@ -76,10 +76,13 @@ class Mnist:
 
 
 def resolve_data_dir(flag_value: str | None) -> str | None:
-    """Returns the IDX folder to use: the flag, else the environment variable, else ``None``."""
-    if flag_value:
-        return flag_value
-    return os.environ.get(DATA_DIR_ENV) or None
+    """Returns the IDX folder to use: the flag, else the environment variable, else ``None``.
+
+    A folder is returned as an absolute path (``~`` expanded, a relative path resolved from the
+    current folder), resolved once here where it enters.
+    """
+    value = flag_value or os.environ.get(DATA_DIR_ENV) or None
+    return None if value is None else str(Path(value).expanduser().resolve())
 
 
 def load(data_dir: str | None, *, allow_unverified: bool = False) -> Mnist:

@@ -1,5 +1,7 @@
 """What a run leaves in its workdir: ``config.json``, ``metrics.jsonl`` and three PNGs.
 
+A run that diverged leaves ``diverged.json`` instead of the pictures and the final record.
+
 In a multi-host run only process 0 calls these (see ``run.train_and_evaluate``).
 
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend change),
@@ -27,6 +29,8 @@ METRICS_FILE = "metrics.jsonl"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.png"
+# Written when training diverged (a non-finite loss): the run failed, it has no result.
+DIVERGED_FILE = "diverged.json"
 
 
 def write_config(workdir: str | os.PathLike, settings: dict[str, Any]) -> Path:
@@ -50,7 +54,7 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """The epoch records of ``<workdir>/metrics.jsonl``, in order (none if there is no file).
 
     The one reader of the file. A line that is not a complete JSON record of an epoch (a line
-    cut short by a killed process) is left out.
+    cut short by a killed process, or damaged by hand: no integer ``epoch``) is left out.
     """
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
@@ -61,7 +65,8 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "epoch" in record:
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
             records.append(record)
     return records
 
@@ -176,3 +181,21 @@ def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -
             k = records[-1].get("iwae_samples")
             ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
     return path
+
+
+def write_divergence(workdir: str | os.PathLike, step: int, message: str) -> Path:
+    """Marks the run of ``workdir`` as diverged: ``<workdir>/diverged.json`` with the message."""
+    path = Path(workdir) / DIVERGED_FILE
+    path.write_text(json.dumps({"step": step, "message": message}, sort_keys=True) + "\n")
+    return path
+
+
+def read_divergence(workdir: str | os.PathLike) -> str | None:
+    """The message of a run of ``workdir`` that diverged (``diverged.json``), else ``None``."""
+    path = Path(workdir) / DIVERGED_FILE
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"diverged (see {path})"

@@ -5,7 +5,9 @@ around the training loop: it resumes from the newest Orbax checkpoint of the wor
 (:mod:`experiments.mnist.checkpoints`), evaluates after every epoch
 (:mod:`experiments.mnist.evaluate`), writes the metrics, pictures and checkpoints
 (:mod:`experiments.mnist.outputs`), and turns SIGINT/SIGTERM into a stop at the next chunk
-boundary with a checkpoint (:func:`stop_on_signals`, :class:`Interrupted`).
+boundary with a checkpoint (:func:`stop_on_signals`, :class:`Interrupted`), or at the next chunk
+of an evaluation. The workdir is the run's alone while it lasts (:mod:`experiments.mnist.workdir`),
+and a run whose loss stops being finite ends with :class:`Diverged`, recorded in the workdir.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.mnist import checkpoints, evaluate, input_pipeline, outputs, parallel
+from experiments.mnist import checkpoints, evaluate, input_pipeline, outputs, parallel, workdir
 from experiments.mnist.config import Config
-from experiments.mnist.train import EpochResult, PartialEpoch, TrainState, create_train_state, fit
+from experiments.mnist.train import (
+    Diverged,
+    EpochResult,
+    PartialEpoch,
+    TrainState,
+    create_train_state,
+    fit,
+    steps_per_epoch,
+)
 
 
 class Interrupted(Exception):
@@ -36,17 +46,28 @@ class Interrupted(Exception):
       step: global step of the checkpoint.
       directory: the checkpoints' folder.
       exit_status: ``128 + signum`` (130 for Ctrl-C, 143 for SIGTERM), the shell's convention.
+
+    ``evaluating``: the epoch whose evaluation the signal stopped (its training is checkpointed).
     """
 
-    def __init__(self, signum: int, *, step: int, directory: Path):
+    def __init__(self, signum: int, *, step: int, directory: Path, evaluating: int | None = None):
         self.signum = signum
         self.step = step
         self.directory = directory
         self.exit_status = 128 + signum
-        super().__init__(
-            f"interrupted by {signal.Signals(signum).name}: saved a checkpoint at step {step} in "
-            f"{directory}; rerun the same command to resume"
-        )
+        name = signal.Signals(signum).name
+        if evaluating is None:
+            message = (
+                f"interrupted by {name}: saved a checkpoint at step {step} in {directory}; rerun "
+                "the same command to resume"
+            )
+        else:
+            message = (
+                f"interrupted by {name} during the evaluation of epoch {evaluating}: its training "
+                f"is finished and checkpointed (step {step} in {directory}), its evaluation is "
+                "not; rerun the same command to evaluate it without training it again"
+            )
+        super().__init__(message)
 
 
 @contextlib.contextmanager
@@ -98,7 +119,8 @@ def train_and_evaluate(
     checkpoint are dropped. Otherwise an existing ``metrics.jsonl`` is replaced.
 
     SIGINT and SIGTERM stop training at the next chunk boundary, save a checkpoint there and
-    raise :class:`Interrupted`.
+    raise :class:`Interrupted`; during an evaluation they stop it at its next chunk (the epoch's
+    training is checkpointed before it is evaluated; a rerun evaluates it without training).
 
     Args:
       config: the run's settings.
@@ -108,38 +130,62 @@ def train_and_evaluate(
     Returns:
       The last metrics record.
 
+    The workdir is owned by this run while it lasts (:func:`workdir.owned`, on process 0): a
+    second run on it stops at once with a :class:`workdir.WorkdirError`.
+
     Raises:
-      checkpoints.CheckpointError: the workdir's checkpoints cannot be resumed with ``config``.
-      Interrupted: training was stopped by a signal (a checkpoint was saved).
+      checkpoints.CheckpointError: the workdir's checkpoints cannot be resumed with ``config``, or
+        a checkpoint cannot be written.
+      workdir.WorkdirError: the workdir cannot be created, or another run holds it.
+      Diverged: training produced a non-finite loss (``diverged.json`` is written, the
+        checkpoints before it are kept, no pictures are drawn).
+      Interrupted: training or evaluation was stopped by a signal (training is checkpointed).
       ValueError: the batch size does not fit the data or the devices.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(config.batch_size, mesh)
-    steps = config.steps_per_epoch(len(data.train_images))
+    steps = steps_per_epoch(config, len(data.train_images))  # Checked before anything is written.
+    with _owned(config.workdir):
+        return _owned_run(config, data, mesh, steps)
+
+
+@contextlib.contextmanager
+def _owned(path: str) -> Iterator[None]:
+    """Process 0 owns the workdir (:func:`workdir.owned`) for the block; every process learns
+    whether it could, so that none goes on alone.
+
+    Raises:
+      workdir.WorkdirError: on every process, when process 0 cannot own the workdir.
+    """
+    with contextlib.ExitStack() as stack:
+        error = None
+        if parallel.is_main_process():
+            try:
+                stack.enter_context(workdir.owned(path))
+            except workdir.WorkdirError as failure:
+                error = failure
+        if parallel.any_process(error is not None):
+            raise error or workdir.WorkdirError(f"process 0 cannot own the workdir {path}")
+        yield
+
+
+def _owned_run(
+    config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh, steps: int
+) -> dict[str, Any]:
+    """:func:`train_and_evaluate` once the workdir is this run's."""
     test_x = parallel.replicate(evaluate.test_pixels(data.test_images, config.binarize), mesh)
     state = create_train_state(config, data_dim=test_x.shape[-1], total_steps=config.epochs * steps)
     state = parallel.replicate(state, mesh)
     run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
     with checkpoints.RunCheckpoints(config.workdir) as saved:
-        state, partial_epoch = _resume(saved, state, config, run_info=run_info, steps=steps)
-        epoch_end = _EpochEnd(config, test_x, saved, run_info)
+        state, partial_epoch, unevaluated = _resume(
+            saved, state, config, run_info=run_info, steps=steps
+        )
         with stop_on_signals() as received_signal:
-            state = fit(
-                state,
-                data.train_images,
-                config=config,
-                mesh=mesh,
-                on_epoch_end=epoch_end,
-                should_stop=lambda: received_signal() is not None,
-                on_stop=functools.partial(
-                    _save_and_raise,
-                    saved=saved,
-                    run_info=run_info,
-                    steps=steps,
-                    received_signal=received_signal,
-                ),
-                partial_epoch=partial_epoch,
-            )
+            epoch_end = _EpochEnd(config, test_x, saved, run_info, received_signal)
+            if unevaluated is not None:
+                epoch_end.record(state, unevaluated)
+            state = _fit(state, data, config, mesh, epoch_end, partial_epoch, steps=steps)
             # A signal during the last chunk ends training normally; it must still stop the caller
             # (a campaign of runs, say) once this run's outputs are written.
             stopped = parallel.any_process(received_signal() is not None)
@@ -152,6 +198,40 @@ def train_and_evaluate(
     return last
 
 
+def _fit(
+    state: TrainState,
+    data: input_pipeline.Mnist,
+    config: Config,
+    mesh: jax.sharding.Mesh,
+    epoch_end: _EpochEnd,
+    partial_epoch: PartialEpoch | None,
+    *,
+    steps: int,
+) -> TrainState:
+    """:func:`fit` with the run's epoch end and stop; a divergence is recorded in the workdir."""
+    try:
+        return fit(
+            state,
+            data.train_images,
+            config=config,
+            mesh=mesh,
+            on_epoch_end=epoch_end,
+            should_stop=lambda: epoch_end.received_signal() is not None,
+            on_stop=functools.partial(
+                _save_and_raise,
+                saved=epoch_end.saved,
+                run_info=epoch_end.run_info,
+                steps=steps,
+                received_signal=epoch_end.received_signal,
+            ),
+            partial_epoch=partial_epoch,
+        )
+    except Diverged as error:
+        if parallel.is_main_process():
+            outputs.write_divergence(config.workdir, error.step, str(error))
+        raise
+
+
 def _resume(
     saved: checkpoints.RunCheckpoints,
     fresh: TrainState,
@@ -159,12 +239,16 @@ def _resume(
     *,
     run_info: dict[str, Any],
     steps: int,
-) -> tuple[TrainState, PartialEpoch | None]:
+) -> tuple[TrainState, PartialEpoch | None, EpochResult | None]:
     """The state to start from: the newest checkpoint that restores, else ``fresh``.
 
     Prepares the workdir accordingly (on process 0): a resumed run keeps the metrics lines of
     the epochs its checkpoint finished, a new one starts an empty ``metrics.jsonl``; both write
-    ``config.json``.
+    ``config.json`` and drop the ``diverged.json`` of an earlier attempt.
+
+    Returns:
+      ``(state, partial_epoch, unevaluated)``: ``unevaluated`` is the checkpoint's epoch when its
+      training finished but its metrics line was never written (its evaluation was stopped).
     """
     workdir, main = Path(config.workdir), parallel.is_main_process()
     restored = saved.restore_latest(
@@ -177,29 +261,44 @@ def _resume(
         ),
     )
     if main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / outputs.DIVERGED_FILE).unlink(missing_ok=True)
         if restored is None:
             (workdir / outputs.METRICS_FILE).unlink(missing_ok=True)
         else:
-            into = restored.step - restored.epoch * steps
-            where = f", {into}/{steps} steps into epoch {restored.epoch + 1}" if into else ""
-            print(
-                f"Resuming from the checkpoint at step {restored.step} (epoch "
-                f"{restored.epoch}{where}) in {saved.directory}",
-                flush=True,
-            )
+            _report_resume(restored, saved.directory, steps)
             outputs.truncate_metrics(workdir, restored.epoch)
         outputs.write_config(workdir, config.to_dict())
     if restored is None:
-        return fresh, None
+        return fresh, None, None
     partial = restored.meta.get("partial_epoch")
-    return restored.state, PartialEpoch(
-        tuple(partial["losses"]), partial["seconds"]
-    ) if partial else None
+    partial = PartialEpoch(tuple(partial["losses"]), partial["seconds"]) if partial else None
+    return restored.state, partial, _unevaluated(restored, workdir)
+
+
+def _report_resume(restored: checkpoints.Restored, directory: Path, steps: int) -> None:
+    into = restored.step - restored.epoch * steps
+    where = f", {into}/{steps} steps into epoch {restored.epoch + 1}" if into else ""
+    print(
+        f"Resuming from the checkpoint at step {restored.step} (epoch "
+        f"{restored.epoch}{where}) in {directory}",
+        flush=True,
+    )
+
+
+def _unevaluated(restored: checkpoints.Restored, workdir: Path) -> EpochResult | None:
+    """The checkpoint's finished epoch if it has no metrics line yet (every process agrees)."""
+    result = restored.meta.get("epoch_result")
+    if result is None:
+        return None
+    # The metrics file is process 0's; the other processes follow its answer.
+    recorded = any(r["epoch"] == restored.epoch for r in outputs.read_metrics(workdir))
+    if parallel.any_process(parallel.is_main_process() and not recorded):
+        return EpochResult(**result)
+    return None
 
 
 class _EpochEnd:
-    """What a run does after each epoch: evaluate, write the metrics line, checkpoint, report.
+    """What a run does after each epoch: checkpoint, evaluate, write the metrics line, report.
 
     Attributes:
       last: the metrics record of the last epoch trained (empty before the first).
@@ -211,29 +310,68 @@ class _EpochEnd:
         test_x: jax.Array,
         saved: checkpoints.RunCheckpoints,
         run_info: dict[str, Any],
+        received_signal: Callable[[], int | None],
     ):
         self.config, self.test_x, self.saved, self.run_info = config, test_x, saved, run_info
+        self.received_signal = received_signal
         self.last: dict[str, Any] = {}
 
     def __call__(self, state: TrainState, result: EpochResult) -> None:
+        # The checkpoint first, with the epoch's training figures: a run stopped during the
+        # evaluation resumes from it and only evaluates (see :func:`_unevaluated`).
+        meta = {**self.run_info, "partial_epoch": None, "epoch_result": dataclasses.asdict(result)}
+        self.saved.save(state, epoch=result.epoch, meta=meta)
+        self.record(state, result)
+
+    def _signalled(self) -> bool:
+        return parallel.any_process(self.received_signal() is not None)
+
+    def record(self, state: TrainState, result: EpochResult) -> None:
+        """Evaluates the epoch, then writes and prints its metrics line (process 0).
+
+        Raises:
+          Interrupted: a signal stopped the evaluation (the epoch's checkpoint is complete).
+        """
         config, main = self.config, parallel.is_main_process()
-        record = epoch_record(state, result, self.test_x, config=config)
-        # The metrics line first: a run killed before the checkpoint is complete redoes the
-        # epoch and replaces the line.
+        # A signal of the epoch's last chunk lets the epoch finish (evaluation included) before
+        # the run stops; one received during the evaluation stops it at its next chunk.
+        signalled_before = self._signalled()
+        try:
+            record = epoch_record(
+                state,
+                result,
+                self.test_x,
+                config=config,
+                should_stop=None if signalled_before else self._signalled,
+            )
+        except evaluate.Stopped:
+            self.saved.wait_until_finished()
+            raise Interrupted(
+                self.received_signal() or signal.SIGINT,
+                step=result.step,
+                directory=self.saved.directory,
+                evaluating=result.epoch,
+            ) from None
         if main:
             outputs.append_metrics(config.workdir, record)
-        self.saved.save(state, epoch=result.epoch, meta={**self.run_info, "partial_epoch": None})
-        self.last = record
-        if main:
             print(epoch_line(record, config), flush=True)
+        self.last = record
 
 
 def epoch_record(
-    state: TrainState, result: EpochResult, test_x: jax.Array, *, config: Config
+    state: TrainState,
+    result: EpochResult,
+    test_x: jax.Array,
+    *,
+    config: Config,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.jsonl`` record of an epoch: its training figures and the test bounds.
 
     The last epoch also has the IWAE bound with ``config.eval_samples`` samples.
+
+    Raises:
+      evaluate.Stopped: ``should_stop`` stopped the evaluation.
     """
     final = result.epoch == config.epochs
     record = {
@@ -248,6 +386,7 @@ def epoch_record(
             test_x,
             config=config,
             num_samples=config.eval_samples if final else None,
+            should_stop=should_stop,
         ),
     }
     if final:

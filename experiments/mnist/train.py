@@ -311,7 +311,8 @@ def train_chunk(
 
     Returns:
       ``(state, metrics)`` with ``metrics["loss"]`` and ``metrics["temperature"]`` of shape
-      ``[num_steps]``.
+      ``[num_steps]``, and ``metrics["finite"]``: whether the losses and the new parameters are
+      all finite.
     """
     chunk = jax.lax.dynamic_slice_in_dim(batch_indices, first, num_steps)
 
@@ -322,7 +323,34 @@ def train_chunk(
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return _train_step(state, batch, key, config)
 
-    return jax.lax.scan(body, state, chunk)
+    state, metrics = jax.lax.scan(body, state, chunk)
+    # One flag per chunk, read with its losses: no extra synchronisation per step.
+    metrics["finite"] = all_finite((metrics["loss"], state.params))
+    return state, metrics
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every element of every array of ``tree`` is finite, as one boolean scalar."""
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or parameters. The message is one line.
+
+    Attributes:
+      step: the first step whose loss is not finite (or the chunk's last step when only the
+        parameters are).
+    """
+
+    def __init__(self, losses: np.ndarray, *, first_step: int, learning_rate: float):
+        bad = np.flatnonzero(~np.isfinite(losses))
+        self.step = first_step + int(bad[0]) if bad.size else first_step + len(losses)
+        what = f"the loss is {losses[bad[0]]}" if bad.size else "the parameters are not finite"
+        super().__init__(
+            f"training diverged: {what} at step {self.step}; the learning rate (--lr "
+            f"{learning_rate:g}) is probably too high: rerun with a smaller --lr (and another "
+            "--workdir); the checkpoints before the divergence are kept"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,8 +403,10 @@ def fit(
     Raises:
       ValueError: ``config.batch_size`` exceeds the number of training examples or does not
         split evenly over the mesh's devices.
+      Diverged: a chunk ended with a non-finite loss or parameters (``on_epoch_end`` is not
+        called for its epoch).
     """
-    steps = _steps_per_epoch(config, len(train_images))
+    steps = steps_per_epoch(config, len(train_images))
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(config.batch_size, mesh)
     images = parallel.replicate(train_images, mesh)
@@ -418,7 +448,12 @@ def fit(
     return state
 
 
-def _steps_per_epoch(config: Config, num_examples: int) -> int:
+def steps_per_epoch(config: Config, num_examples: int) -> int:
+    """``config.steps_per_epoch(num_examples)``, checked.
+
+    Raises:
+      ValueError: the batch size exceeds the number of training examples.
+    """
     steps = config.steps_per_epoch(num_examples)
     if steps == 0:
         raise ValueError(
@@ -456,6 +491,22 @@ def _progress_bar(config: Config, epoch: int, steps: int, position: int) -> tqdm
     )
 
 
+def _finished_chunk(
+    metrics: dict[str, jax.Array], *, first_step: int, config: Config
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's losses and temperatures (waiting for it).
+
+    Raises:
+      Diverged: the chunk ended with a non-finite loss or parameters.
+    """
+    loss, temperature, finite = jax.device_get(
+        (metrics["loss"], metrics["temperature"], metrics["finite"])
+    )
+    if not finite:
+        raise Diverged(loss, first_step=first_step, learning_rate=config.learning_rate)
+    return loss, temperature
+
+
 def _train_epoch(
     state: TrainState,
     images: jax.Array,
@@ -471,8 +522,12 @@ def _train_epoch(
 
     A chunk's metrics are read (which waits for it) only once the next chunk is dispatched, so
     the device never idles while the host updates the progress bar.
+
+    Raises:
+      Diverged: a chunk ended with a non-finite loss or parameters.
     """
     steps, step_config = indices.shape[0], StepConfig.from_config(config)
+    step = int(state.step)
     started = time.perf_counter()
     losses, temperature, pending, examples = [np.zeros(0, np.float32)], None, None, 0
     while True:
@@ -493,7 +548,8 @@ def _train_epoch(
             position += num_steps
             dispatched = metrics
         if pending is not None:
-            loss, temperature = jax.device_get((pending["loss"], pending["temperature"]))
+            loss, temperature = _finished_chunk(pending, first_step=step, config=config)
+            step += loss.size
             losses.append(loss)
             examples += loss.size * config.batch_size
             bar.update(loss.size * config.batch_size)

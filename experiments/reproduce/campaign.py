@@ -73,14 +73,16 @@ def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mni
 
 
 def status(run: grid.CampaignRun) -> str:
-    """``"finished"``, ``"partial"`` (some epochs or checkpoints) or ``"new"``.
+    """``"finished"``, ``"failed"`` (diverged), ``"partial"`` (some epochs or checkpoints) or
+    ``"new"``.
 
     Raises:
-      CampaignError: the folder holds a run of other settings, or more epochs than ``run.epochs``.
+      CampaignError: the folder holds a run of other settings, or more epochs than ``run.epochs``,
+        or a damaged ``config.json``.
     """
     config_path = run.workdir / outputs.CONFIG_FILE
     if config_path.exists():
-        saved = Config.with_defaults(json.loads(config_path.read_text()))
+        saved = Config.with_defaults(_read_config(config_path))
         expected = run.config(eval_samples=1, data_dir=None, progress=False).to_dict()
         differences = [
             f"{name}: {saved[name]!r} there, {expected[name]!r} here"
@@ -92,6 +94,8 @@ def status(run: grid.CampaignRun) -> str:
                 f"{run.workdir} holds a run with other settings ({'; '.join(differences)}): move "
                 "it away, or pass another --root"
             )
+    if outputs.read_divergence(run.workdir) is not None:
+        return "failed"
     records = outputs.read_metrics(run.workdir)
     epochs = max((r["epoch"] for r in records), default=0)
     if epochs > run.epochs:
@@ -103,6 +107,24 @@ def status(run: grid.CampaignRun) -> str:
     if records and records[-1]["epoch"] == run.epochs and "test/nll_iwae" in records[-1]:
         return "finished"
     return "partial" if records or any(run.workdir.glob("checkpoints/*")) else "new"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.json``.
+
+    Raises:
+      CampaignError: it is not a JSON object (a damaged file).
+    """
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        saved = error
+    if not isinstance(saved, dict):
+        raise CampaignError(
+            f"{path} is damaged (not a JSON object of settings): move that run folder away to "
+            "train the run again"
+        )
+    return saved
 
 
 def device_description() -> str:
@@ -119,7 +141,8 @@ def train_runs(
     """Trains every run of ``runs`` that is not finished, reporting progress on stdout.
 
     A partial run is continued by ``train_and_evaluate`` (from its newest checkpoint). Each
-    finished run gets a ``reproduce_device.json`` naming the device that finished it.
+    finished run gets a ``reproduce_device.json`` naming the device that finished it. A run that
+    diverges (or diverged before) is reported as failed and skipped: it has no result.
 
     Args:
       runs: the runs, in order.
@@ -144,12 +167,17 @@ def train_runs(
         )
     for index, (run, state) in enumerate(zip(runs, states, strict=True), start=1):
         where = f"[{run.phase} {index}/{len(runs)}] {run.title}"
-        if state == "finished":
-            print(f"{where}: finished, skipped ({run.workdir})", flush=True)
+        if state in ("finished", "failed"):
+            reason = f": {outputs.read_divergence(run.workdir)}" if state == "failed" else ""
+            print(f"{where}: {state}, skipped ({run.workdir}){reason}", flush=True)
             continue
         verb = "continuing" if state == "partial" else "training"
         print(f"{where}: {verb} in {run.workdir}", flush=True)
-        mnist_run.train_and_evaluate(run.config(**config_options), data)
+        try:
+            mnist_run.train_and_evaluate(run.config(**config_options), data)
+        except mnist_run.Diverged as error:
+            print(f"{where}: failed, no result ({error})", flush=True)
+            continue
         (run.workdir / DEVICE_FILE).write_text(
             json.dumps({"device": device_description(), "jax": jax.__version__}) + "\n"
         )
@@ -172,7 +200,10 @@ class Choice:
 
 
 def validation_score(run: grid.CampaignRun) -> float:
-    """The last validation negative ELBO of a finished tuning run (``inf`` if not finite)."""
+    """The last validation negative ELBO of a finished tuning run (``inf`` if not finite or if
+    the run diverged)."""
+    if outputs.read_divergence(run.workdir) is not None:
+        return math.inf
     value = outputs.read_metrics(run.workdir)[-1]["test/neg_elbo"]
     return value if math.isfinite(value) else math.inf
 
@@ -180,10 +211,12 @@ def validation_score(run: grid.CampaignRun) -> float:
 def choose(tune_runs: Sequence[grid.CampaignRun]) -> dict[str, Choice]:
     """Each estimator's candidate with the lowest validation negative ELBO (first one on ties).
 
+    A diverged (failed) tuning run scores ``inf``.
+
     Raises:
-      CampaignError: a tuning run is not finished.
+      CampaignError: a tuning run is neither finished nor failed.
     """
-    unfinished = [run for run in tune_runs if status(run) != "finished"]
+    unfinished = [run for run in tune_runs if status(run) not in ("finished", "failed")]
     if unfinished:
         names = ", ".join(f"{run.variant.name} {run.candidate.slug}" for run in unfinished[:4])
         more = f" and {len(unfinished) - 4} more" if len(unfinished) > 4 else ""

@@ -3,9 +3,10 @@
 ``--phase all`` (the default) tunes, trains the final runs and writes the report; rerunning the
 same command skips every finished run and continues an interrupted one from its checkpoint.
 
-Exit status: 0 on success; 2 for a usage error, a data failure, or runs that cannot be used or
-are missing (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM (the current run saves
-a checkpoint first).
+Exit status: 0 on success (a run that diverged is reported as failed, without a result); 2 for
+a usage error, a data failure, runs that cannot be used or are missing, or a folder that cannot
+be written or that another run holds (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM
+(the current run saves a checkpoint first).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import LR_SCHEDULES
+from experiments.mnist.config import LR_SCHEDULES, ConfigError
 from experiments.reproduce import campaign, grid, report
 
 PHASES = ("tune", "final", "all", "report")
@@ -168,7 +169,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
       ValueError: a flag's value is invalid.
     """
     temperatures, reinmax_temperatures = _check_args(args)
-    root = Path(args.root)
+    root = Path(args.root).expanduser().resolve()  # Paths are resolved once, here.
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
     variants = tuple(grid.VARIANTS[name] for name in dict.fromkeys(args.estimators))
@@ -180,14 +181,14 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
             v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
         )
     )
-    return campaign.Plan(
+    plan = campaign.Plan(
         phase=args.phase,
         root=root,
         variants=variants,
         tune_runs=tune_runs,
         epochs=args.epochs,
         seeds=tuple(args.seeds),
-        results=Path(args.results),
+        results=Path(args.results).expanduser().resolve(),
         limit_examples=args.limit_examples,
         config_options={
             "eval_samples": args.eval_samples,
@@ -197,6 +198,39 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
         },
         compilation_cache=args.compilation_cache,
     )
+    _check_run_settings(plan)
+    return plan
+
+
+# The flag that sets each run setting the grid varies.
+_FLAGS = {
+    "learning_rate": "--tune-lrs",
+    "temperature": "--tune-temperatures / --reinmax-temperatures",
+    "temperature_min": "--tune-temperatures / --reinmax-temperatures",
+    "anneal_rate": "--anneal-rate",
+    "anneal_every": "--anneal-every",
+    "seed": "--seeds",
+    "epochs": "--epochs",
+}
+
+
+def _check_run_settings(plan: campaign.Plan) -> None:
+    """Builds the settings of every tuning run and of every final seed, so that a value the
+    experiment refuses is a usage error before anything runs.
+
+    Raises:
+      ValueError: naming the flag.
+    """
+    finals = [
+        grid.final_run(plan.root, first.variant, first.candidate, seed=seed, epochs=plan.epochs)
+        for first in plan.tune_runs[:1]
+        for seed in plan.seeds
+    ]
+    try:
+        for run in (*plan.tune_runs, *finals):
+            run.config(**plan.config_options)
+    except ConfigError as error:
+        raise ValueError(f"{_FLAGS.get(error.field, error.field)} {error.problem}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,12 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    from experiments.mnist import checkpoints, run
+    from experiments.mnist import checkpoints, run, workdir
 
     try:
         reported = campaign.execute(plan)
-    except (input_pipeline.DataError, campaign.CampaignError, checkpoints.CheckpointError) as error:
+    except (
+        input_pipeline.DataError,
+        campaign.CampaignError,
+        checkpoints.CheckpointError,
+        workdir.WorkdirError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {workdir.describe_write_failure(error)}", file=sys.stderr)
         return 2
     except run.Interrupted as interruption:
         print(f"{interruption}, which also continues the campaign", file=sys.stderr)

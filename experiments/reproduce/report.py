@@ -35,14 +35,16 @@ class Summary:
     Attributes:
       results: the JSON object, keyed by estimator name (only estimators with a finished run).
       curves: test negative ELBO by epoch, ``[seeds, epochs]``, per estimator of ``results``.
-      missing: titles of the final runs that are not finished.
+      missing: titles of the final runs that are not finished (nor failed).
       limit_examples: the smoke-test data limit the runs used, or ``None``.
+      failed: titles of the final runs that diverged (no result).
     """
 
     results: dict[str, dict[str, Any]]
     curves: dict[str, np.ndarray]
     missing: tuple[str, ...]
     limit_examples: int | None = None
+    failed: tuple[str, ...] = ()
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -76,10 +78,12 @@ def summarize(
       ``seconds_per_epoch`` (median training time of an epoch over all epochs and seeds),
       ``device``, ``settings`` (the chosen ones), ``tuning``, ``per_seed`` and ``published``.
     """
-    results, curves, missing = {}, {}, []
+    results, curves, missing, failed = {}, {}, [], []
     for name, runs in final_runs.items():
-        finished = [run for run in runs if campaign.status(run) == "finished"]
-        missing.extend(run.title for run in runs if run not in finished)
+        states = {run: campaign.status(run) for run in runs}
+        finished = [run for run in runs if states[run] == "finished"]
+        failed.extend(run.title for run in runs if states[run] == "failed")
+        missing.extend(run.title for run in runs if states[run] not in ("finished", "failed"))
         if not finished:
             continue
         records = [outputs.read_metrics(run.workdir) for run in finished]
@@ -130,7 +134,7 @@ def summarize(
         }
         if limit_examples is not None:
             results[name]["limit_examples"] = limit_examples
-    return Summary(results, curves, tuple(missing), limit_examples)
+    return Summary(results, curves, tuple(missing), limit_examples, tuple(failed))
 
 
 def _split_text(limit_examples: int | None) -> str:
@@ -227,6 +231,12 @@ def markdown(summary: Summary) -> str:
                 f"Best: {grid.VARIANTS[best].title}, {scored[best]:.2f} nats.",
                 "",
             ]
+    if summary.failed:
+        lines += [
+            f"**Failed:** diverged (a non-finite loss), no result: "
+            f"{_plural(len(summary.failed), 'final run')} ({'; '.join(summary.failed)}).",
+            "",
+        ]
     if summary.missing:
         lines += [
             f"**Incomplete:** not finished: {_plural(len(summary.missing), 'final run')} "

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 from idx_files import write_random_idx
 
-from experiments.mnist import checkpoints, cli, outputs, train
+from experiments.mnist import checkpoints, cli, evaluate, outputs, train
 from experiments.mnist.config import MAY_CHANGE_ON_RESUME, Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,6 +268,15 @@ def test_metrics_of_epochs_after_the_checkpoint_are_dropped(tmp_path):
     ]
 
 
+def test_damaged_metrics_lines_are_left_out(tmp_path):
+    """Lines edited by hand or by another program: not records of an epoch, so not read."""
+    outputs.append_metrics(tmp_path, {"epoch": 1, "train/loss": 1.0})
+    with (tmp_path / outputs.METRICS_FILE).open("a") as f:
+        f.write('garbage\n{"epoch": "2"}\n{"epoch": true}\n[1, 2]\nnull\n')
+    outputs.truncate_metrics(tmp_path, 2)
+    assert outputs.read_metrics(tmp_path) == [{"epoch": 1, "train/loss": 1.0}]
+
+
 def _env():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -432,3 +442,143 @@ def test_a_checkpoint_of_the_linen_model_is_refused_in_one_line(data_dir, tmp_pa
     assert err.startswith(f"error: the checkpoint at step {STEPS_PER_EPOCH} in {directory}")
     assert "Flax Linen" in err and "another --workdir" in err
     assert sorted(p.name for p in directory.iterdir()) == [str(STEPS_PER_EPOCH)]  # kept
+
+
+def _diverge_at_chunk(monkeypatch, number: int) -> None:
+    """Makes the ``number``-th training chunk report a NaN loss at its second step."""
+    chunk, calls = train.train_chunk, []
+
+    def chunk_then_nan(*args, **kwargs):
+        calls.append(1)
+        state, metrics = chunk(*args, **kwargs)
+        if len(calls) == number:
+            loss = metrics["loss"].at[1].set(jnp.nan)
+            metrics = {**metrics, "loss": loss, "finite": jnp.asarray(False)}
+        return state, metrics
+
+    monkeypatch.setattr(train, "train_chunk", chunk_then_nan)
+
+
+def test_a_diverged_run_exits_3_and_keeps_the_last_finite_checkpoint(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    """A NaN loss in epoch 2 (step 7): one line, status 3, epoch 1's checkpoint and metrics
+    kept, nothing of the diverged state saved, no pictures; the workdir says it diverged."""
+    workdir = tmp_path / "run"
+    _diverge_at_chunk(monkeypatch, 3)  # Epoch 2's first chunk, steps 6..9.
+    assert cli.main(_args(data_dir, workdir, 2)) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: training diverged: the loss is nan at step 7;"), err
+    assert "learning rate (--lr 0.001) is probably too high" in err
+    assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1]
+    with checkpoints.RunCheckpoints(workdir) as saved:
+        assert saved.steps() == [STEPS_PER_EPOCH]
+    assert not any((workdir / name).exists() for name in ("samples.png", "curves.png"))
+    assert "step 7" in outputs.read_divergence(workdir)
+
+
+def test_a_learning_rate_that_overflows_diverges_with_status_3(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(_args(data_dir, workdir, 1, "--lr", "1e30")) == 3
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--lr 1e+30" in err
+    assert outputs.read_metrics(workdir) == []
+    assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
+
+
+def test_a_signal_during_the_evaluation_stops_it_and_the_rerun_only_evaluates(
+    data_dir, straight, tmp_path, capsys, monkeypatch
+):
+    """SIGINT during the final evaluation (its first batch): status 130, a message that says
+    training is finished and checkpointed but not evaluated; the rerun trains nothing."""
+    workdir = tmp_path / "run"
+    batch, calls = evaluate._neg_elbo_batch, []
+
+    def batch_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # One batch per evaluation: the 2nd is epoch 2's.
+            signal.raise_signal(signal.SIGINT)
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_neg_elbo_batch", batch_then_signal)
+    assert cli.main(_args(data_dir, workdir, 2)) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert (
+        "interrupted by SIGINT during the evaluation of epoch 2: its training is finished and "
+        f"checkpointed (step 12 in {workdir / 'checkpoints'}), its evaluation is not" in err
+    )
+    assert "Traceback" not in err
+    assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1]
+    assert not (workdir / "samples.png").exists()
+
+    chunk, chunks = train.train_chunk, []
+    monkeypatch.setattr(train, "train_chunk", lambda *a, **k: chunks.append(1) or chunk(*a, **k))
+    assert cli.main(_args(data_dir, workdir, 2)) == 0
+    assert chunks == []  # Nothing trained again.
+    assert "epoch 2/2  step 12" in capsys.readouterr().out
+    _assert_same_run(workdir, straight)
+
+
+_HOLD_LOCK = """
+import sys, time
+from experiments.mnist import workdir
+with workdir.owned(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_workdir_held_by_another_process_is_refused_at_once(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(workdir)],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert cli.main(_args(data_dir, workdir, 1)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert (
+            f"the workdir {workdir} is in use by another run (process {holder.pid} on "
+            f"{socket.gethostname()})" in err
+        )
+        assert sorted(p.name for p in workdir.iterdir()) == ["run.lock"]  # Nothing touched.
+    finally:
+        holder.kill()  # SIGKILL: the operating system releases the lock.
+        holder.wait(timeout=TIMEOUT)
+    assert cli.main(_args(data_dir, workdir, 1)) == 0
+
+
+_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # A write past the limit fails with EFBIG.
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+from experiments.mnist import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT, *_args(data_dir, workdir, 1)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"error: cannot write a checkpoint in {workdir / 'checkpoints'} (File too large): free "
+        "disk space"
+    ), err
+    assert cli.main(_args(data_dir, workdir, 1)) == 0

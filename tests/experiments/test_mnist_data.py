@@ -251,7 +251,9 @@ def test_without_tensorflow_tfds_downloads_the_idx_files(no_local_data, monkeypa
 
 def test_the_flags_and_their_defaults_come_from_the_config_fields(monkeypatch):
     monkeypatch.delenv(input_pipeline.DATA_DIR_ENV, raising=False)
-    assert cli.config_from_args(cli.build_parser().parse_args([])) == Config()
+    # The one difference: --workdir is resolved where it enters (to an absolute path).
+    expected = Config(workdir=str(Path(Config.workdir).resolve()))
+    assert cli.config_from_args(cli.build_parser().parse_args([])) == expected
     flagged = [f for f in dataclasses.fields(Config) if f.metadata["flag"] is not None]
     text = " ".join(cli.build_parser().format_help().split())
     for field in flagged:
@@ -270,3 +272,162 @@ def test_a_config_error_names_its_field():
     with pytest.raises(ConfigError) as error:
         Config(estimator="reinmax")
     assert error.value.field is None and str(error.value).startswith("reinmax needs")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "inf"], "error: --lr must be finite, got inf"),
+        (["--lr", "nan"], "error: --lr must be positive, got nan"),
+        (["--temperature", "inf"], "error: --temperature must be finite, got inf"),
+        (["--anneal-rate", "nan"], "error: --anneal-rate must be non-negative, got nan"),
+        (["--anneal-rate", "inf"], "error: --anneal-rate must be finite, got inf"),
+        (["--seed", str(2**32)], "error: --seed must be an integer from 0 to 4294967295"),
+        (["--seed", "-1"], "error: --seed must be an integer from 0 to 4294967295"),
+        (["--seed", str(2**64)], "error: --seed must be an integer from 0 to 4294967295"),
+        (["--eval-samples", "-5"], "error: --eval-samples must be a positive integer"),
+        (["--chunk-steps", "1e3"], "invalid int value: '1e3'"),
+    ],
+)
+def test_non_finite_and_out_of_range_settings_are_usage_errors(args, message, tmp_path, capsys):
+    """Checked before anything is read or written."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--workdir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_seeds_alias_beyond_32_bits():
+    """Why --seed stops at 2**32 - 1: jax.random.key keeps the low 32 bits."""
+    import jax
+
+    same = jax.random.key_data(jax.random.key(2**32)) == jax.random.key_data(jax.random.key(0))
+    assert bool(same.all())
+    assert Config(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def _random_data(tmp_path):
+    from idx_files import write_random_idx
+
+    return write_random_idx(tmp_path / "data", 40, 8)
+
+
+def test_a_batch_larger_than_the_training_set_writes_nothing(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    args = ["--data-dir", str(_random_data(tmp_path)), "--allow-unverified-data"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--batch-size", "64", "--workdir", str(workdir), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "batch_size 64 exceeds the 40 training examples" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("x"), "is a file, not a folder: pass a folder"),
+        (lambda p: p.parent.joinpath("blocker").write_text("x"), "cannot create the workdir"),
+    ],
+)
+def test_a_workdir_that_cannot_be_used_is_one_line(tmp_path, capsys, make, message):
+    workdir = tmp_path / "run"
+    make(workdir)
+    if not workdir.exists():
+        workdir = tmp_path / "blocker" / "run"  # Its parent is a file.
+    args = ["--data-dir", str(_random_data(tmp_path)), "--allow-unverified-data", "--no-progress"]
+    status = cli.main([*args, "--batch-size", "8", "--workdir", str(workdir)])
+    _assert_one_line_error(status, capsys.readouterr().err, str(workdir), message)
+
+
+def test_relative_paths_are_resolved_where_they_enter(tmp_path, monkeypatch):
+    """The README's GUMBEL_JAX_MNIST_DIR=../shared/mnist: a relative folder is made absolute
+    once (by the tests' fixture, the data flag, the environment variable and --workdir)."""
+    from idx_files import mnist_folder
+
+    (tmp_path / "shared" / "mnist").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    expected = tmp_path.resolve() / "shared" / "mnist"
+    assert mnist_folder("../shared/mnist", tmp_path / "unused") == expected
+    monkeypatch.setenv(input_pipeline.DATA_DIR_ENV, "../shared/mnist")
+    assert input_pipeline.resolve_data_dir(None) == str(expected)
+    assert input_pipeline.resolve_data_dir("../shared/mnist") == str(expected)
+    config = cli.config_from_args(cli.build_parser().parse_args(["--workdir", "out dir/é"]))
+    assert config.workdir == str(tmp_path.resolve() / "repo" / "out dir" / "é")
+    assert config.data_dir == str(expected)
+
+
+def test_without_the_environment_variable_the_tests_get_mnist_as_the_experiment_does(
+    tmp_path, monkeypatch
+):
+    """Online: the experiment's loader (TFDS, cached) into a folder of IDX files; offline: one
+    line that says what to set."""
+    from idx_files import mnist_folder
+
+    rng = np.random.default_rng(0)
+    fake = input_pipeline.Mnist(
+        rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 20, dtype=np.uint8),
+        rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 5, dtype=np.uint8),
+        source="tfds",
+    )
+    calls = []
+    monkeypatch.setattr(input_pipeline, "load", lambda d, **k: calls.append(d) or fake)
+    folder = mnist_folder(None, tmp_path / "mnist")
+    assert calls == [None]
+    data = input_pipeline.load_idx_folder(folder, allow_unverified=True)
+    np.testing.assert_array_equal(data.train_images, fake.train_images)
+    np.testing.assert_array_equal(data.test_labels, fake.test_labels)
+
+    def offline(data_dir, **kwargs):
+        raise input_pipeline.DataError("downloading MNIST failed")
+
+    monkeypatch.setattr(input_pipeline, "load", offline)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        mnist_folder(None, tmp_path / "other")
+    assert "GUMBEL_JAX_MNIST_DIR is not set and MNIST could not be downloaded" in str(failure.value)
+    assert "set GUMBEL_JAX_MNIST_DIR to a folder" in str(failure.value)
+
+
+def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """Read-only: simulated (the tests run as root, who may write anywhere)."""
+    import errno
+
+    from experiments.mnist import outputs, workdir
+
+    args = ["--data-dir", str(_random_data(tmp_path)), "--allow-unverified-data", "--no-progress"]
+    args += ["--batch-size", "8", "--workdir", str(tmp_path / "run")]
+
+    def read_only(path, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workdir.os, "open", read_only)
+        status = cli.main(args)
+    _assert_one_line_error(
+        status, capsys.readouterr().err, f"cannot write {tmp_path / 'run' / 'run.lock'}"
+    )
+
+    def full_disk(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path / "config.json"))
+
+    monkeypatch.setattr(outputs, "write_config", full_disk)
+    status = cli.main(args)
+    _assert_one_line_error(
+        status,
+        capsys.readouterr().err,
+        f"cannot write {tmp_path / 'run' / 'config.json'} (No space left on device): free disk",
+    )
+
+
+def test_ctrl_c_while_the_data_loads_is_one_line_and_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(input_pipeline, "load", interrupted)
+    assert cli.main(["--workdir", str(tmp_path / "run"), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted before training started: nothing was written"
+    assert not (tmp_path / "run").exists()

@@ -190,3 +190,81 @@ def test_parameters_start_as_linen_dense_defaults():
         assert np.abs(kernel).max() <= 2 * std / 0.87962566103423978 + 1e-6
         assert np.abs(kernel).max() > 1.9 * std / 0.87962566103423978  # truncated, not clipped
         np.testing.assert_array_equal(np.asarray(layer["bias"][...]), 0.0)
+
+
+def _one_shot_iwae(model, x, *, batch_size, num_samples):
+    """The evaluation's IWAE bound before it was chunked: all k samples of a batch at once."""
+    from experiments.mnist import evaluate, losses
+    from gumbel_jax import sample
+
+    key, values, n = jax.random.key(evaluate.EVAL_SEED), [], x.shape[0]
+    num_batches = -(-n // batch_size)
+    x = np.pad(x, ((0, num_batches * batch_size - n), (0, 0)))  # As the evaluation pads.
+    for index in range(num_batches):
+        xb = x[index * batch_size : (index + 1) * batch_size]
+        _, iwae_key = jax.random.split(jax.random.fold_in(key, index))
+        logits = model.encode(xb)
+        z_k = sample.gumbel_max(
+            iwae_key, jax.numpy.broadcast_to(logits, (num_samples, *logits.shape))
+        )
+        pixel_logits = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(
+            num_samples, len(xb), -1
+        )
+        log_w = losses.log_importance_weights(pixel_logits, xb, logits, z_k)
+        values.append(-(jax.nn.logsumexp(log_w, axis=0) - np.log(num_samples)))
+    return float(np.mean(np.concatenate(values)[:n]))
+
+
+def test_the_chunked_iwae_bound_equals_the_one_shot_bound(images):
+    """Within one chunk of samples the bound is the one-shot formula's, on the same samples."""
+    from experiments.mnist import evaluate
+
+    config = Config(**{**TINY.to_dict(), "eval_batch_size": 16})
+    model = train.create_train_state(config, data_dim=784).model()
+    x = (images[:40].reshape(40, -1) > 127).astype(np.float32)  # 16 + 16 + 8 (padded)
+    for k in (1, 5, evaluate.IWAE_SAMPLE_CHUNK):
+        chunked = evaluate.evaluate(model, x, config=config, num_samples=k)["test/nll_iwae"]
+        expected = _one_shot_iwae(model, x, batch_size=16, num_samples=k)
+        np.testing.assert_allclose(chunked, expected, rtol=1e-6)
+
+
+def test_the_running_log_sum_exp_equals_the_one_shot_one():
+    from experiments.mnist import evaluate
+
+    values = np.array(jax.random.normal(jax.random.key(0), (10, 7)) * 300, np.float32)
+    values[3:5, 2] = -np.inf  # Masked samples.
+    running = (np.full(7, -np.inf, np.float32), np.zeros(7, np.float32))
+    for chunk in np.split(values, [3, 4, 8]):  # Chunks of 3, 1, 4 and 2 samples.
+        running = evaluate.logsumexp_update(running, chunk)
+    np.testing.assert_allclose(
+        running[0] + np.log(running[1]), jax.nn.logsumexp(values, axis=0), rtol=1e-6
+    )
+
+
+def test_many_samples_are_evaluated_in_chunks_of_bounded_size(images, monkeypatch):
+    """k = 5 in chunks of 2 (the last one masked): the bound is tighter than k = 1 and shapes,
+    hence memory, never depend on k; a stop request ends it between chunks."""
+    from experiments.mnist import evaluate
+
+    monkeypatch.setattr(evaluate, "IWAE_SAMPLE_CHUNK", 2)
+    config = Config(**{**TINY.to_dict(), "eval_batch_size": 16})
+    model = train.create_train_state(config, data_dim=784).model()
+    x = (images[:32].reshape(32, -1) > 127).astype(np.float32)
+    sizes = []
+    chunk = evaluate._iwae_chunk
+    monkeypatch.setattr(
+        evaluate, "_iwae_chunk", lambda *a, **k: sizes.append(k["chunk"]) or chunk(*a, **k)
+    )
+    many = evaluate.evaluate(model, x, config=config, num_samples=5)["test/nll_iwae"]
+    one = evaluate.evaluate(model, x, config=config, num_samples=1)["test/nll_iwae"]
+    assert sizes == [2] * 6 + [1] * 2  # 3 chunks per batch of 16, then 1 sample per batch.
+    assert np.isfinite(many) and many < one
+    polls = []
+    with pytest.raises(evaluate.Stopped):
+        evaluate.evaluate(
+            model,
+            x,
+            config=config,
+            num_samples=5,
+            should_stop=lambda: polls.append(1) or len(polls) > 2,
+        )

@@ -289,6 +289,10 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
         (["--tune-temperatures", "hot"], "is not 'T'"),
         (["--seeds", "1", "1"], "distinct"),
         (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--tune-lrs", "inf"], "--tune-lrs must be finite, got inf"),
+        (["--anneal-rate", "inf"], "--anneal-rate must be finite, got inf"),
+        (["--tune-temperatures", "inf"], "--reinmax-temperatures must be finite, got inf"),
+        (["--seeds", str(2**32)], "--seeds must be an integer from 0 to 4294967295"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv, message, capsys):
@@ -326,3 +330,91 @@ def test_report_before_tuning_says_what_to_run(tmp_path, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert "tuning runs are not finished" in err and "--phase tune" in err
+
+
+def test_a_diverged_run_is_failed_never_a_result(tmp_path, monkeypatch, capsys):
+    """A run whose training diverged: ``failed`` in the status, skipped by training, the worst
+    score in tuning, and listed as failed (not as a result) by the report."""
+    st = grid.VARIANTS["st"]
+    schedules = (grid.TemperatureSchedule(1.0, 0.5, 1e-4, 500),)
+    tune = [
+        grid.tune_run(tmp_path, st, c, epochs=2)
+        for c in grid.candidates(st, (1e-3, 1.0), schedules, ())
+    ]
+    _write_run(tune[0], [150.0, 120.0])
+    _write_run(tune[1], [150.0], final=False)
+    outputs.write_divergence(tune[1].workdir, 700, "training diverged: the loss is nan at step 700")
+    assert [campaign.status(run) for run in tune] == ["finished", "failed"]
+    choice = campaign.choose(tune)["st"]
+    assert choice.candidate == tune[0].candidate
+    assert math.isinf(dict(choice.scores)[tune[1].candidate])
+
+    from experiments.mnist import run as mnist_run
+
+    trained = []
+    monkeypatch.setattr(mnist_run, "train_and_evaluate", lambda config, data: trained.append(1))
+    campaign.train_runs(tune, data=input_pipeline.Mnist(*[np.zeros(1)] * 4, source="none"))
+    assert trained == []
+    assert "failed, skipped" in capsys.readouterr().out
+
+    final = [grid.final_run(tmp_path, st, choice.candidate, seed=s, epochs=2) for s in (0, 1)]
+    _write_run(final[0], [130.0, 100.0])
+    _write_run(final[1], [130.0, math.nan])  # Its metrics say NaN...
+    outputs.write_divergence(final[1].workdir, 9, "training diverged")  # ...and it diverged.
+    summary = report.summarize({"st": final}, {"st": choice})
+    assert summary.results["st"]["seeds"] == [0]
+    assert summary.failed == (final[1].title,) and summary.missing == ()
+    assert (
+        f"**Failed:** diverged (a non-finite loss), no result: 1 final run ({final[1].title})"
+        in (report.markdown(summary))
+    )
+
+
+def test_a_diverging_run_is_reported_and_the_campaign_goes_on(tmp_path, monkeypatch, capsys):
+    from experiments.mnist import run as mnist_run
+    from experiments.mnist import train
+
+    st = grid.VARIANTS["st"]
+    schedules = (grid.TemperatureSchedule(1.0, 0.5, 1e-4, 500),)
+    tune = [
+        grid.tune_run(tmp_path, st, c, epochs=1)
+        for c in grid.candidates(st, (10.0, 1e-3), schedules, ())
+    ]
+    calls = []
+
+    def diverge_first(config, data):
+        calls.append(config.learning_rate)
+        Path(config.workdir).mkdir(parents=True)
+        if len(calls) == 1:
+            raise train.Diverged(np.array([1.0, np.nan]), first_step=4, learning_rate=10.0)
+
+    monkeypatch.setattr(mnist_run, "train_and_evaluate", diverge_first)
+    options = {"eval_samples": 1, "data_dir": None, "progress": False}
+    data = input_pipeline.Mnist(*[np.zeros(1)] * 4, source="none")
+    campaign.train_runs(tune, data, **options)
+    assert calls == [10.0, 1e-3]
+    out = capsys.readouterr().out
+    assert "failed, no result (training diverged: the loss is nan at step 5;" in out
+
+
+def test_a_damaged_config_json_in_a_run_folder_is_one_line(tmp_path):
+    run = grid.tune_run(
+        tmp_path,
+        grid.VARIANTS["st"],
+        grid.Candidate(1e-3, grid.TemperatureSchedule(1.0, 1.0)),
+        epochs=1,
+    )
+    run.workdir.mkdir(parents=True)
+    (run.workdir / "config.json").write_text('{"latents": 3,')  # Cut short.
+    with pytest.raises(campaign.CampaignError, match=r"config\.json is damaged"):
+        campaign.status(run)
+
+
+def test_root_and_results_are_resolved_where_they_enter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = cli.plan_from_args(
+        cli.build_parser().parse_args(["--root", "runs dir", "--results", "../résultats"])
+    )
+    assert plan.root == tmp_path.resolve() / "runs dir"
+    assert plan.results == tmp_path.resolve().parent / "résultats"
+    assert all(run.workdir.is_absolute() for run in plan.tune_runs)
