@@ -200,6 +200,17 @@ def positive_int(value: object, *, name: str, maximum: int | None = None, what: 
     return value
 
 
+def broadcast_shape(a: jax.Array, b: jax.Array, *, names: tuple[str, str]) -> tuple[int, ...]:
+    """The broadcast shape of ``a`` and ``b``, or a ``ValueError`` naming both arguments."""
+    try:
+        return jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
+            f"broadcast against each other."
+        ) from None
+
+
 def logits_pair(
     a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, axis: int, *, names: tuple[str, str]
 ) -> tuple[jax.Array, jax.Array, np.dtype, int]:
@@ -224,13 +235,7 @@ def logits_pair(
             raise ValueError(
                 f"`{name}` must have at least one dimension (the categories); got a scalar."
             )
-    try:
-        shape = jnp.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(
-            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
-            f"broadcast against each other."
-        ) from None
+    shape = broadcast_shape(a, b, names=names)
     axis = normalize_axis(axis, len(shape), name=f"{names[0]}/{names[1]}")
     from_end = axis - len(shape)
     sizes = [x.shape[from_end] if x.ndim >= -from_end else None for x in (a, b)]
@@ -329,13 +334,7 @@ def float_pair(
     """
     a, a_dtype = float_array(a, name=names[0])
     b, b_dtype = float_array(b, name=names[1])
-    try:
-        shape = jnp.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(
-            f"`{names[0]}` of shape {a.shape} and `{names[1]}` of shape {b.shape} do not "
-            f"broadcast against each other."
-        ) from None
+    shape = broadcast_shape(a, b, names=names)
     dtype = np.dtype(jnp.promote_types(a_dtype, b_dtype))
     compute = compute_dtype(dtype)
     return (
