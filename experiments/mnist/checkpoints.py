@@ -113,26 +113,25 @@ def _quiet_orbax_failures() -> Iterator[None]:
 class RunCheckpoints:
     """The checkpoints of one run, under ``<workdir>/checkpoints``.
 
-        Every process of a multi-host run must create it and call :meth:`save` and
-        :meth:`restore_latest` together (Orbax synchronises them and writes from each process the
-        shards it holds). Use it as a context manager, or call :meth:`close`, so that the last
-        asynchronous save is finished before the program exits.
+    Every process of a multi-host run must create it and call :meth:`save` and
+    :meth:`restore_latest` together (Orbax synchronises them and writes from each process the
+    shards it holds). Use it as a context manager, or call :meth:`close`, so that the last
+    asynchronous save is finished before the program exits.
 
-        Examples:
-          >>> import tempfile
-          >>> from experiments.mnist import train
-          >>> from experiments.mnist import workdir
-    from experiments.mnist.config import Config
-          >>> config = Config(latents=2, categories=3, hidden=(8,))
-          >>> fresh = train.create_train_state(config, data_dim=16)
-          >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
-          ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
-          ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
-          ...     saved.wait_until_finished()
-          ...     restored = saved.restore_latest(fresh)
-          None
-          >>> restored.step, restored.epoch, restored.meta["format"]
-          (0, 0, 'flax-nnx-1')
+    Examples:
+      >>> import tempfile
+      >>> from experiments.mnist import train
+      >>> from experiments.mnist.config import Config
+      >>> config = Config(latents=2, categories=3, hidden=(8,))
+      >>> fresh = train.create_train_state(config, data_dim=16)
+      >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
+      ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
+      ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})
+      ...     saved.wait_until_finished()
+      ...     restored = saved.restore_latest(fresh)
+      None
+      >>> restored.step, restored.epoch, restored.meta["format"]
+      (0, 0, 'flax-nnx-1')
     """
 
     def __init__(
