@@ -206,6 +206,9 @@ class RunCheckpoints:
             cause = _os_error(error)
             if cause is None:
                 raise
+            # The failed save's other writes fail too; their futures are garbage-collected later,
+            # after the checkpoints are closed, and asyncio would log each with a traceback.
+            logging.getLogger("asyncio").addFilter(_drop_unretrieved_exceptions)
             where = OSError(cause.errno, cause.strerror, f"a checkpoint in {self.directory}")
             raise CheckpointError(workdir.describe_write_failure(where)) from None
 
@@ -300,6 +303,11 @@ class RunCheckpoints:
             with contextlib.suppress(Exception):
                 self._manager.close()
             self._quiet.close()
+
+
+def _drop_unretrieved_exceptions(record: logging.LogRecord) -> bool:
+    """A logging filter: drops asyncio's "... exception was never retrieved" records."""
+    return "exception was never retrieved" not in str(record.msg)
 
 
 def _os_error(error: BaseException | None) -> OSError | None:
