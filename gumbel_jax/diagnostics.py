@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gumbel_jax import _checks, _ops
+from gumbel_jax import _checks, _ops, estimators
 
 __all__ = ["MAX_CONFIGURATIONS", "GradientStats", "exact_gradient", "gradient_stats"]
 
@@ -80,7 +80,7 @@ def exact_gradient(
       >>> exact_gradient(f, jnp.zeros(2)).tolist()
       [-0.25, 0.25]
     """
-    distribution = _checks.one_of(distribution, ("categorical", "bernoulli"), name="distribution")
+    distribution = _checks.one_of(distribution, estimators.DISTRIBUTIONS, name="distribution")
     if distribution == "categorical":
         x, dtype, axis = _checks.logits_array(logits, axis)
         base = x.shape[axis]
