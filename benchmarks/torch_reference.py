@@ -46,7 +46,7 @@ GOLDEN_CASES = (
 class CategoricalVAE(nn.Module):
     """The tutorial's VAE, with raw encoder logits and Bernoulli logits out of the decoder.
 
-    Layer names mirror ``experiments.mnist.models.CategoricalVAE`` (``nnx.Linear`` kernels are
+    Layer names mirror ``experiments.mnist.models.DiscreteVAE`` (``nnx.Linear`` kernels are
     ``[in, out]``, ``nn.Linear`` weights ``[out, in]``).
     """
 

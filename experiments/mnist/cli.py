@@ -75,6 +75,8 @@ def add_settings(
         options: dict[str, Any] = {"dest": name, "help": field.metadata["help"]}
         if isinstance(field.default, bool):
             options["action"] = "store_false" if field.default else "store_true"
+        elif isinstance(field.default, tuple):  # A list of values, e.g. --hidden 512 256.
+            options.update(type=type(field.default[0]), nargs="+", metavar="N")
         else:
             options["type"] = str if field.default is None else type(field.default)
             options["choices"] = field.metadata["choices"]
@@ -92,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.mnist",
         description=(
-            "Train the categorical (Gumbel-Softmax) VAE on MNIST and evaluate the discrete model's "
-            "negative ELBO and IWAE bound on the test set."
+            "Train the discrete VAE of the Gumbel-Softmax tutorial (categorical or binary latents) "
+            "on MNIST and evaluate the discrete model's negative ELBO and IWAE bound on the test "
+            "set."
         ),
         formatter_class=HelpFormatter,
     )
@@ -212,7 +215,8 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
     if main_process:
         print(
             f"MNIST from {data.source}: {len(data.train_images)} train, "
-            f"{len(data.test_images)} test images; estimator {config.estimator}; "
+            f"{len(data.test_images)} test images; {_latents_text(config)}; estimator "
+            f"{config.estimator}; "
             f"{mesh.size} device(s) ({mesh.devices.flat[0].platform}) in "
             f"{jax.process_count()} process(es); outputs in {config.workdir}",
             flush=True,
@@ -244,6 +248,13 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
     if main_process:
         _print_outputs(config, final, checkpoints.CHECKPOINT_DIR)
     return 0
+
+
+def _latents_text(config: Config) -> str:
+    """``30x10 categorical latents`` or ``200 binary latents``."""
+    if config.latent_type == "bernoulli":
+        return f"{config.latents} binary latents"
+    return f"{config.latents}x{config.categories} categorical latents"
 
 
 def _print_outputs(config: Config, final: dict[str, Any], checkpoint_dir: str) -> None:

@@ -12,7 +12,13 @@ import json
 import math
 from typing import Any
 
-from gumbel_jax.estimators import NAMES as ESTIMATORS
+from gumbel_jax.estimators import DISTRIBUTIONS as LATENT_TYPES
+from gumbel_jax.estimators import NAMES as PATHWISE_ESTIMATORS
+from gumbel_jax.estimators import SURROGATE_NAMES as SCORE_FUNCTION_ESTIMATORS
+
+# Pathwise estimators (a sample with a gradient) and score-function ones (a surrogate of the loss).
+ESTIMATORS = PATHWISE_ESTIMATORS + SCORE_FUNCTION_ESTIMATORS
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 
 BINARIZATIONS = ("dynamic", "none")
 # Seeds are 0 .. SEEDS - 1: jax.random.key(seed) keeps the low 32 bits (2**32 is seed 0 again).
@@ -86,9 +92,13 @@ class Config:
     check (:meth:`fixed_on_resume_differences`) and the campaign's run folders read them.
 
     Attributes:
-      latents: number of categorical latent variables.
-      categories: number of categories of each latent variable.
+      latent_type: ``categorical`` (one-hot latents, the tutorial's) or ``bernoulli`` (binary
+        latents); the prior is uniform in both cases.
+      latents: number of latent variables.
+      categories: number of categories of each categorical latent variable (unused with
+        ``bernoulli``).
       hidden: widths of the encoder's hidden layers; the decoder mirrors them.
+      activation: the hidden layers' nonlinearity (``relu``, ``leaky_relu``, ``tanh``).
       epochs: number of passes over the training set.
       batch_size: examples per training step. An epoch is ``num_train // batch_size`` steps; the
         remainder of the (shuffled) training set is left out of that epoch.
@@ -96,8 +106,11 @@ class Config:
       lr_schedule: ``constant``, or ``cosine``: decayed from ``learning_rate`` to 0 over the
         run's ``epochs`` (``optax.cosine_decay_schedule``), so ``epochs`` then cannot change on
         resume.
-      estimator: gradient estimator from ``gumbel_jax.estimators`` (one of ``ESTIMATORS``).
+      estimator: gradient estimator from ``gumbel_jax.estimators`` (one of ``ESTIMATORS``):
+        a pathwise one (``relaxed``, ``st``, ``gumbel-rao``, ``reinmax``) or a score-function one
+        (``reinforce-loo``; ``disarm`` for ``bernoulli`` latents only).
       gumbel_rao_samples: ``num_samples`` (k) of the ``gumbel-rao`` estimator.
+      num_samples: samples (decoder evaluations) per example of ``reinforce-loo``, at least 2.
       temperature: initial temperature of the relaxation.
       temperature_min: floor of the annealed temperature.
       anneal_rate: rate of the exponential temperature annealing
@@ -116,10 +129,29 @@ class Config:
       progress: show a progress bar.
     """
 
-    latents: int = setting(30, help="number of categorical latents", group=MODEL, defines_run=True)
-    categories: int = setting(10, help="categories per latent", group=MODEL, defines_run=True)
+    latent_type: str = setting(
+        "categorical",
+        help="categorical: one-hot latents; bernoulli: binary latents (prior Bernoulli(0.5))",
+        group=MODEL,
+        defines_run=True,
+        choices=LATENT_TYPES,
+    )
+    latents: int = setting(30, help="number of latent variables", group=MODEL, defines_run=True)
+    categories: int = setting(
+        10, help="categories per latent (categorical latents only)", group=MODEL, defines_run=True
+    )
     hidden: tuple[int, ...] = setting(
-        (512, 256), help="encoder hidden widths", group=MODEL, defines_run=True, flag=None
+        (512, 256),
+        help="encoder hidden widths (the decoder mirrors them)",
+        group=MODEL,
+        defines_run=True,
+    )
+    activation: str = setting(
+        "relu",
+        help="nonlinearity of the hidden layers",
+        group=MODEL,
+        defines_run=True,
+        choices=ACTIVATIONS,
     )
     epochs: int = setting(
         10, help="total epochs (a resumed run continues)", group=TRAINING, defines_run=False
@@ -149,6 +181,12 @@ class Config:
     )
     gumbel_rao_samples: int = setting(
         10, help="k of the gumbel-rao estimator", group=MODEL, defines_run=True
+    )
+    num_samples: int = setting(
+        2,
+        help="samples per example of reinforce-loo (decoder evaluations; at least 2)",
+        group=MODEL,
+        defines_run=True,
     )
     temperature: float = setting(1.0, help="initial temperature", group=TRAINING, defines_run=True)
     temperature_min: float = setting(
@@ -234,6 +272,12 @@ class Config:
             choices, value = field.metadata["choices"], getattr(self, field.name)
             if choices is not None and value not in choices:
                 raise ConfigError(field.name, f"must be one of {choices}, got {value!r}")
+        if self.estimator == "disarm" and self.latent_type != "bernoulli":
+            raise ConfigError(
+                None,
+                "disarm is an estimator for binary latents: pass --latent-type bernoulli, or use "
+                "--estimator reinforce-loo for categorical latents",
+            )
         if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
             raise ConfigError(
                 None,
@@ -249,6 +293,7 @@ class Config:
             "epochs",
             "batch_size",
             "gumbel_rao_samples",
+            "num_samples",
             "anneal_every",
             "eval_samples",
             "eval_batch_size",
@@ -258,6 +303,12 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.num_samples < 2:
+            raise ConfigError(
+                "num_samples",
+                f"must be at least 2 (the leave-one-out baseline needs another sample), got "
+                f"{self.num_samples}",
+            )
         if self.categories < 2:
             raise ConfigError("categories", f"must be at least 2, got {self.categories}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):

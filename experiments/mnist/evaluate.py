@@ -1,9 +1,10 @@
-"""Honest evaluation of the discrete model: one-hot samples, analytic KL, and the IWAE bound.
+"""Honest evaluation of the discrete model: exact samples, analytic KL, and the IWAE bound.
 
 - :func:`evaluate` gives the negative ELBO of the discrete model on the test set, with one exact
-  categorical (one-hot) sample per example and the KL of the posterior to the uniform prior in
-  closed form; with ``num_samples=k`` also the importance-weighted bound (Burda et al. 2016,
-  https://arxiv.org/abs/1509.00519) ``-log mean_k exp(log p(x|z) + log p(z) - log q(z|x))``.
+  sample per example (one-hot categorical, or 0/1 binary) and the KL of the posterior to the
+  uniform prior in closed form; with ``num_samples=k`` also the importance-weighted bound
+  (Burda et al. 2016, https://arxiv.org/abs/1509.00519)
+  ``-log mean_k exp(log p(x|z) + log p(z) - log q(z|x))``.
 - :func:`test_pixels` binarizes the test set once with a fixed key, the same for every run.
 - :func:`reconstruct` and :func:`sample_prior` give the pictures' pixels.
 
@@ -20,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments.mnist import input_pipeline, losses, models
+from experiments.mnist import input_pipeline, latents, losses, models
 from experiments.mnist.config import Config
-from gumbel_jax import sample
 
 # Keys independent of the run's seed, so that every run is measured on the same test pixels.
 TEST_BINARIZATION_SEED = 20_240_601
@@ -62,12 +62,12 @@ def _batch_keys(key: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "batch_size"))
 def _neg_elbo_batch(graphdef, params, x, index, key, *, batch_size: int) -> jax.Array:
-    """Negative ELBO ``[batch_size]`` of batch ``index`` of ``x``, one one-hot sample each."""
+    """Negative ELBO ``[batch_size]`` of batch ``index`` of ``x``, one exact sample each."""
     model = nnx.merge(graphdef, params)
     xb = jax.lax.dynamic_slice_in_dim(x, index * batch_size, batch_size)
     logits = model.encode(xb)
-    z = sample.gumbel_max(_batch_keys(key, index)[0], logits)
-    return losses.negative_elbo(model.decode(z), xb, logits)
+    z = latents.get(model.latent_type).exact_sample(_batch_keys(key, index)[0], logits)
+    return losses.negative_elbo(model.decode(z), xb, logits, model.latent_type)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "chunk", "num_samples"))
@@ -85,9 +85,11 @@ def _iwae_chunk(
     if num_samples > chunk:
         iwae_key = jax.random.fold_in(iwae_key, chunk_index)
     logits = model.encode(xb)
-    z_k = sample.gumbel_max(iwae_key, jnp.broadcast_to(logits, (chunk, *logits.shape)))
+    z_k = latents.get(model.latent_type).exact_sample(
+        iwae_key, jnp.broadcast_to(logits, (chunk, *logits.shape))
+    )
     pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(chunk, batch_size, -1)
-    log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k)
+    log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k, model.latent_type)
     valid = chunk_index * chunk + jnp.arange(chunk) < num_samples
     return logsumexp_update(running, jnp.where(valid[:, None], log_w, -jnp.inf))
 
@@ -138,7 +140,7 @@ def _nll_iwae_batch(graphdef, params, x, index, key, *, batch_size, num_samples,
 
 
 def evaluate(
-    model: models.CategoricalVAE,
+    model: models.DiscreteVAE,
     x: jax.Array,
     *,
     config: Config,
@@ -188,19 +190,20 @@ def evaluate(
     return result
 
 
-def reconstruct(model: models.CategoricalVAE, x: jax.Array) -> jax.Array:
-    """Pixel probabilities ``[n, data_dim]`` decoded from one one-hot posterior sample of ``x``."""
+def reconstruct(model: models.DiscreteVAE, x: jax.Array) -> jax.Array:
+    """Pixel probabilities ``[n, data_dim]`` decoded from one exact posterior sample of ``x``."""
     return _reconstruct(*nnx.split(model), x)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
 def _reconstruct(graphdef, params, x: jax.Array) -> jax.Array:
     model = nnx.merge(graphdef, params)
-    z = sample.gumbel_max(jax.random.key(EVAL_SEED), model.encode(x))
+    kind = latents.get(model.latent_type)
+    z = kind.exact_sample(jax.random.key(EVAL_SEED), model.encode(x))
     return jax.nn.sigmoid(model.decode(z))
 
 
-def sample_prior(model: models.CategoricalVAE, *, num: int) -> jax.Array:
+def sample_prior(model: models.DiscreteVAE, *, num: int) -> jax.Array:
     """Pixel probabilities ``[num, data_dim]`` decoded from ``num`` samples of the uniform prior."""
     return _sample_prior(*nnx.split(model), num=num)
 
@@ -208,6 +211,6 @@ def sample_prior(model: models.CategoricalVAE, *, num: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("graphdef", "num"))
 def _sample_prior(graphdef, params, *, num: int) -> jax.Array:
     model = nnx.merge(graphdef, params)
-    uniform = jnp.zeros((num, model.latents, model.categories))
-    z = sample.gumbel_max(jax.random.key(EVAL_SEED), uniform)
+    kind = latents.get(model.latent_type)
+    z = kind.exact_sample(jax.random.key(EVAL_SEED), kind.prior_logits(num, model.latent_shape))
     return jax.nn.sigmoid(model.decode(z))

@@ -1,4 +1,4 @@
-"""The VAE's objective: Bernoulli log-likelihood from logits, analytic KL to a uniform prior.
+"""The VAE's objective: Bernoulli log-likelihood from logits, analytic KL to the uniform prior.
 
 All functions return one value per example (summed over pixels or latents); callers average.
 """
@@ -6,8 +6,9 @@ All functions return one value per example (summed over pixels or latents); call
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
+
+from experiments.mnist import latents
 
 
 def bernoulli_nll(pixel_logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -24,55 +25,53 @@ def bernoulli_nll(pixel_logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(pixel_logits, targets).sum(axis=-1)
 
 
-def kl_to_uniform(posterior_logits: jax.Array) -> jax.Array:
-    """KL divergence of the categorical posterior from the uniform prior, in closed form.
-
-    ``KL(q || U) = sum_c q_c log q_c + log C`` for each latent, summed over latents.
-
-    Args:
-      posterior_logits: ``[batch, latents, categories]``.
-
-    Returns:
-      ``[batch]`` KL divergences in nats (zero for a uniform posterior).
-    """
-    log_q = jax.nn.log_softmax(posterior_logits, axis=-1)
-    num_categories = posterior_logits.shape[-1]
-    per_latent = jnp.sum(jnp.exp(log_q) * log_q, axis=-1) + jnp.log(num_categories)
-    return per_latent.sum(axis=-1)
-
-
 def negative_elbo(
-    pixel_logits: jax.Array, targets: jax.Array, posterior_logits: jax.Array
+    pixel_logits: jax.Array,
+    targets: jax.Array,
+    posterior_logits: jax.Array,
+    latent_type: str = "categorical",
 ) -> jax.Array:
     """Negative evidence lower bound ``-E_q[log p(x|z)] + KL(q(z|x) || p(z))`` per example.
 
-    ``pixel_logits`` are decoded from one sample of ``q`` (a one-hot sample makes this an unbiased
-    estimate of the discrete model's bound; a relaxed sample gives the relaxed objective).
+    ``pixel_logits`` are decoded from one sample of ``q`` (an exact sample makes this an unbiased
+    estimate of the discrete model's bound; a relaxed sample gives the relaxed objective). The KL
+    to the uniform prior is in closed form (``LatentType.kl_to_prior`` of
+    :mod:`experiments.mnist.latents`).
+
+    Args:
+      pixel_logits: ``[batch, data_dim]``.
+      targets: ``[batch, data_dim]``.
+      posterior_logits: ``[batch, latents, categories]`` or log-odds ``[batch, latents]``.
+      latent_type: ``"categorical"`` or ``"bernoulli"``.
 
     Returns:
       ``[batch]`` values in nats.
     """
-    return bernoulli_nll(pixel_logits, targets) + kl_to_uniform(posterior_logits)
+    kl = latents.get(latent_type).kl_to_prior(posterior_logits)
+    return bernoulli_nll(pixel_logits, targets) + kl
 
 
 def log_importance_weights(
     pixel_logits: jax.Array,
     targets: jax.Array,
     posterior_logits: jax.Array,
-    one_hot_z: jax.Array,
+    z: jax.Array,
+    latent_type: str = "categorical",
 ) -> jax.Array:
-    """``log p(x|z) + log p(z) - log q(z|x)`` for one-hot samples ``z`` of ``q``.
+    """``log p(x|z) + log p(z) - log q(z|x)`` for exact samples ``z`` of ``q``.
 
     Args:
       pixel_logits: decoder logits of ``z``, ``[..., data_dim]``.
       targets: pixels ``[..., data_dim]``.
-      posterior_logits: ``[..., latents, categories]``.
-      one_hot_z: the samples ``[..., latents, categories]``.
+      posterior_logits: ``[..., latents, categories]`` or log-odds ``[..., latents]``.
+      z: the samples (one-hot, or 0.0/1.0), of the shape of ``posterior_logits``.
+      latent_type: ``"categorical"`` or ``"bernoulli"``.
 
     Returns:
       ``[...]`` log-weights; ``logsumexp`` over ``k`` of them minus ``log k`` is the IWAE bound.
     """
-    log_q = jnp.sum(one_hot_z * jax.nn.log_softmax(posterior_logits, axis=-1), axis=(-2, -1))
-    latents, categories = posterior_logits.shape[-2:]
-    log_prior = -latents * jnp.log(categories)
-    return -bernoulli_nll(pixel_logits, targets) + log_prior - log_q
+    kind = latents.get(latent_type)
+    log_prior = kind.log_prior(posterior_logits.shape)
+    return (
+        -bernoulli_nll(pixel_logits, targets) + log_prior - kind.log_posterior(posterior_logits, z)
+    )

@@ -1,8 +1,9 @@
-"""The categorical VAE of the Gumbel-Softmax tutorial, as a Flax NNX module.
+"""The VAE of the Gumbel-Softmax tutorial, for categorical or binary latents, as a Flax NNX module.
 
 Encoder ``784 -> 512 -> 256 -> latents x categories`` logits (raw logits: the tutorial's ReLU on
 the logits is a bug, it clips them at zero), decoder ``latents x categories -> 256 -> 512 -> 784``
-Bernoulli logits (no sigmoid: the likelihood is computed from logits).
+Bernoulli logits (no sigmoid: the likelihood is computed from logits). With binary latents the
+encoder gives one log-odds per latent and the decoder reads the 0/1 (or relaxed) values.
 
 The layers are ``nnx.Linear`` with its defaults, those of Linen's ``Dense``: LeCun-normal kernels
 (truncated normal, variance ``1 / fan_in``) and zero biases. ``nnx.Rngs`` is used only to create
@@ -13,52 +14,72 @@ caller holds explicitly (no random state lives in the module).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import jax
 from flax import nnx
 
+from experiments.mnist import latents as latent_types
 from experiments.mnist.config import Config
+
+# The hidden layers' nonlinearity, by its ``Config.activation`` name.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "tanh": jax.nn.tanh,
+}
 
 
 def _layers(widths: Sequence[int], rngs: nnx.Rngs) -> nnx.List:
     return nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(widths)])
 
 
-class CategoricalVAE(nnx.Module):
-    """VAE with ``latents`` categorical latent variables of ``categories`` classes each.
+class DiscreteVAE(nnx.Module):
+    """VAE whose latents are categorical (``[latents, categories]`` one-hot) or binary.
 
     Args:
+      latent_type: ``"categorical"`` or ``"bernoulli"``
+        (:data:`experiments.mnist.latents.LATENT_TYPES`).
       latents: number of latent variables.
-      categories: number of categories of each.
+      categories: classes of each categorical latent (unused for binary latents).
       hidden: encoder hidden widths; the decoder uses them reversed.
       data_dim: number of pixels.
+      activation: the hidden layers' nonlinearity, a key of :data:`ACTIVATIONS`.
       rngs: the ``params`` stream initialises the weights.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
-      >>> model = CategoricalVAE(latents=30, categories=10, rngs=nnx.Rngs(params=0))
+      >>> model = DiscreteVAE(latents=30, categories=10, rngs=nnx.Rngs(params=0))
       >>> model.encode(jnp.zeros((2, 784))).shape
       (2, 30, 10)
       >>> model.decode(jnp.zeros((2, 30, 10))).shape
       (2, 784)
+      >>> binary = DiscreteVAE(latent_type="bernoulli", latents=200, rngs=nnx.Rngs(params=0))
+      >>> binary.encode(jnp.zeros((2, 784))).shape
+      (2, 200)
     """
 
     def __init__(
         self,
         *,
+        latent_type: str = "categorical",
         latents: int = 30,
         categories: int = 10,
         hidden: Sequence[int] = (512, 256),
         data_dim: int = 784,
+        activation: str = "relu",
         rngs: nnx.Rngs,
     ):
-        self.latents = latents
-        self.categories = categories
+        self.latent_type = latent_type
+        # One example's latent sample: ``(latents, categories)`` or ``(latents,)``.
+        self.latent_shape = latent_types.get(latent_type).shape(latents, categories)
+        self.activation = activation
+        size = math.prod(self.latent_shape)
         self.encoder_hidden = _layers((data_dim, *hidden), rngs)
-        self.encoder_logits = nnx.Linear(hidden[-1], latents * categories, rngs=rngs)
-        self.decoder_hidden = _layers((latents * categories, *reversed(hidden)), rngs)
+        self.encoder_logits = nnx.Linear(hidden[-1], size, rngs=rngs)
+        self.decoder_hidden = _layers((size, *reversed(hidden)), rngs)
         self.decoder_logits = nnx.Linear(hidden[0], data_dim, rngs=rngs)
 
     def encode(self, x: jax.Array) -> jax.Array:
@@ -68,25 +89,26 @@ class CategoricalVAE(nnx.Module):
           x: pixels in ``[0, 1]``, ``[batch, data_dim]``.
 
         Returns:
-          Unnormalised log-probabilities ``[batch, latents, categories]``.
+          Unnormalised log-probabilities ``[batch, latents, categories]`` (log-odds
+          ``[batch, latents]`` for binary latents).
         """
         h = x
         for layer in self.encoder_hidden:
-            h = jax.nn.relu(layer(h))
-        return self.encoder_logits(h).reshape(x.shape[0], self.latents, self.categories)
+            h = ACTIVATIONS[self.activation](layer(h))
+        return self.encoder_logits(h).reshape(x.shape[0], *self.latent_shape)
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Bernoulli logits of the pixels.
 
         Args:
-          z: one-hot or relaxed latent samples, ``[batch, latents, categories]``.
+          z: exact or relaxed latent samples, ``[batch, *latent_shape]``.
 
         Returns:
           Pixel logits ``[batch, data_dim]``.
         """
-        h = z.reshape(z.shape[0], self.latents * self.categories)
+        h = z.reshape(z.shape[0], math.prod(self.latent_shape))
         for layer in self.decoder_hidden:
-            h = jax.nn.relu(layer(h))
+            h = ACTIVATIONS[self.activation](layer(h))
         return self.decoder_logits(h)
 
     def __call__(
@@ -96,22 +118,24 @@ class CategoricalVAE(nnx.Module):
 
         Args:
           x: pixels ``[batch, data_dim]``.
-          z_sampler: maps posterior logits ``[batch, latents, categories]`` to samples of the
-            same shape (a gradient estimator with its key and temperature bound).
+          z_sampler: maps posterior logits ``[batch, *latent_shape]`` to samples of the same
+            shape (a gradient estimator with its key and temperature bound).
 
         Returns:
-          ``(pixel_logits [batch, data_dim], posterior_logits [batch, latents, categories])``.
+          ``(pixel_logits [batch, data_dim], posterior_logits [batch, *latent_shape])``.
         """
         logits = self.encode(x)
         return self.decode(z_sampler(logits)), logits
 
 
-def from_config(config: Config, data_dim: int, *, rngs: nnx.Rngs) -> CategoricalVAE:
+def from_config(config: Config, data_dim: int, *, rngs: nnx.Rngs) -> DiscreteVAE:
     """The model a run's config describes, for ``data_dim`` pixels, initialised from ``rngs``."""
-    return CategoricalVAE(
+    return DiscreteVAE(
+        latent_type=config.latent_type,
         latents=config.latents,
         categories=config.categories,
         hidden=config.hidden,
         data_dim=data_dim,
+        activation=config.activation,
         rngs=rngs,
     )

@@ -39,11 +39,12 @@ from flax import nnx, struct
 
 from experiments.mnist import (
     input_pipeline,
+    latents,
     losses,
     models,
     parallel,
 )
-from experiments.mnist.config import Config
+from experiments.mnist.config import SCORE_FUNCTION_ESTIMATORS, Config
 from gumbel_jax import estimators, schedules
 
 
@@ -53,7 +54,7 @@ class TrainState:
 
     The model lives here split (``nnx.split``): ``graphdef`` is its static structure and
     ``params`` its ``nnx.State`` of parameters; :meth:`model` merges them into a
-    :class:`~experiments.mnist.models.CategoricalVAE` where an object is needed. The jitted
+    :class:`~experiments.mnist.models.DiscreteVAE` where an object is needed. The jitted
     training chunks take this pure state, not the module, so no Python graph traversal happens per
     step (the pattern of Flax's performance guide). Adam is plain optax on ``params`` rather than
     ``nnx.Optimizer``: its state is a pytree of the structure of ``params``, updated inside the same
@@ -90,7 +91,7 @@ class TrainState:
             tx=tx,
         )
 
-    def model(self, params: Any = None) -> models.CategoricalVAE:
+    def model(self, params: Any = None) -> models.DiscreteVAE:
         """The model with ``params`` (default: this state's), merged from the split state."""
         return nnx.merge(self.graphdef, self.params if params is None else params)
 
@@ -146,8 +147,10 @@ class StepConfig:
     evaluation...) never cause a recompilation.
     """
 
+    latent_type: str
     estimator: str
     gumbel_rao_samples: int
+    num_samples: int
     temperature: float
     temperature_min: float
     anneal_rate: float
@@ -176,12 +179,20 @@ def temperature_schedule(config: Config | StepConfig) -> Callable[[jax.Array], j
     )
 
 
-def estimator(config: Config | StepConfig) -> Callable[..., jax.Array]:
-    """The config's gradient estimator, ``fn(key, logits, temperature)``."""
-    fn = estimators.get(config.estimator)
-    if config.estimator == "gumbel-rao":
-        fn = functools.partial(fn, num_samples=config.gumbel_rao_samples)
-    return fn
+def estimator(config: Config | StepConfig) -> latents.PathwiseEstimator:
+    """The config's pathwise estimator for its latent type: ``fn(key, logits, temperature)``.
+
+    Raises:
+      ValueError: the config's estimator is a score-function one (see :func:`score_function_loss`).
+    """
+    if config.estimator in SCORE_FUNCTION_ESTIMATORS:
+        raise ValueError(
+            f"{config.estimator} is a score-function estimator: it has no sample to differentiate, "
+            "use score_function_loss"
+        )
+    return latents.get(config.latent_type).pathwise(
+        config.estimator, gumbel_rao_samples=config.gumbel_rao_samples
+    )
 
 
 def learning_rate(config: Config, *, total_steps: int | None) -> float | optax.Schedule:
@@ -222,20 +233,65 @@ def create_train_state(
 
 
 def batch_loss(
-    model: models.CategoricalVAE, x: jax.Array, z_sampler: Callable[[jax.Array], jax.Array]
+    model: models.DiscreteVAE,
+    x: jax.Array,
+    z_sampler: Callable[[jax.Array], jax.Array],
+    latent_type: str = "categorical",
 ) -> jax.Array:
-    """The training objective: the batch's mean negative ELBO, latents drawn by ``z_sampler``.
+    """The training objective of a pathwise estimator: the batch's mean negative ELBO, latents
+    drawn by ``z_sampler``.
 
     Args:
       model: the VAE.
       x: the binarized (or grey-level) pixels ``[batch, data_dim]``, also the targets.
       z_sampler: the estimator with its key and temperature bound, ``logits -> sample``.
+      latent_type: the model's latent type (its KL to the prior).
 
     Returns:
       A scalar, in nats per example.
     """
     pixel_logits, posterior_logits = model(x, z_sampler)
-    return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits))
+    return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits, latent_type))
+
+
+def score_function_loss(
+    model: models.DiscreteVAE, x: jax.Array, key: jax.Array, config: Config | StepConfig
+) -> jax.Array:
+    """The training objective of a score-function estimator (``reinforce-loo``, ``disarm``).
+
+    The reconstruction term ``-log p(x|z)`` is the ``f`` of the library's surrogate
+    (``gumbel_jax.estimators.get_surrogate``): the decoder is evaluated on all of the estimator's
+    exact samples at once (``config.num_samples`` for REINFORCE-LOO, the antithetic pair for
+    DisARM), its mean is the forward value, and the encoder's gradient is the estimator's while the
+    decoder's is the ordinary pathwise one. The KL to the prior stays analytic and pathwise.
+
+    Args:
+      model: the VAE.
+      x: pixels ``[batch, data_dim]``, also the targets.
+      key: the step's sampling key.
+      config: the run's (or step's) settings.
+
+    Returns:
+      A scalar: the batch's mean negative ELBO, averaged over the estimator's samples.
+    """
+    logits = model.encode(x)
+
+    def reconstruction(z: jax.Array) -> jax.Array:  # [S, batch, *latent] -> [S, batch]
+        num, batch = z.shape[:2]
+        pixel_logits = model.decode(z.reshape(num * batch, *z.shape[2:])).reshape(num, batch, -1)
+        return losses.bernoulli_nll(pixel_logits, jnp.broadcast_to(x, pixel_logits.shape))
+
+    if config.estimator == "disarm":
+        recon = estimators.disarm(key, logits, reconstruction)
+    else:
+        recon = estimators.reinforce_loo(
+            key,
+            logits,
+            reconstruction,
+            num_samples=config.num_samples,
+            distribution=config.latent_type,
+        )
+    return jnp.mean(recon + latents.get(config.latent_type).kl_to_prior(logits))
 
 
 def _train_step(
@@ -244,12 +300,21 @@ def _train_step(
     temperature = temperature_schedule(config)(state.step)
     binarize_key, sample_key = jax.random.split(key)
     x = input_pipeline.binarize(binarize_key, batch, config.binarize)
-    sample = estimator(config)
 
-    def loss_fn(params):
-        return batch_loss(
-            state.model(params), x, lambda logits: sample(sample_key, logits, temperature)
-        )
+    if config.estimator in SCORE_FUNCTION_ESTIMATORS:
+
+        def loss_fn(params):
+            return score_function_loss(state.model(params), x, sample_key, config)
+    else:
+        sample = estimator(config)
+
+        def loss_fn(params):
+            return batch_loss(
+                state.model(params),
+                x,
+                lambda logits: sample(sample_key, logits, temperature),
+                config.latent_type,
+            )
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), {"loss": loss, "temperature": temperature}

@@ -241,6 +241,7 @@ class Plan:
 
     Attributes:
       phase: ``tune``, ``final``, ``all`` (tune, final, report) or ``report``.
+      table: the comparison (its latent type, model and estimators).
       root: the runs' folder (with ``limit<N>`` appended for a smoke test).
       variants: the estimators compared.
       tune_runs: every tuning run, in order.
@@ -254,6 +255,7 @@ class Plan:
     """
 
     phase: str
+    table: grid.Table
     root: Path
     variants: tuple[grid.Variant, ...]
     tune_runs: tuple[grid.CampaignRun, ...]
@@ -268,7 +270,14 @@ class Plan:
         """Each estimator's final runs (one per seed) with its chosen candidate."""
         return {
             v.name: [
-                grid.final_run(self.root, v, choices[v.name].candidate, seed=s, epochs=self.epochs)
+                grid.final_run(
+                    self.root,
+                    v,
+                    choices[v.name].candidate,
+                    seed=s,
+                    epochs=self.epochs,
+                    table=self.table,
+                )
                 for s in self.seeds
             ]
             for v in self.variants
@@ -322,7 +331,9 @@ def _report(
     # Imported here: the report reads the runs' states from this module.
     from experiments.reproduce import report
 
-    summary = report.summarize(final_runs, choices, limit_examples=plan.limit_examples)
+    summary = report.summarize(
+        final_runs, choices, table=plan.table, limit_examples=plan.limit_examples
+    )
     if not summary.results:
         raise CampaignError(
             "no final run is finished, there is nothing to report: run --phase final (or all) "

@@ -29,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.reproduce",
         description=(
-            "Compare gumbel_jax's estimators on the categorical VAE (20x10 latents, dynamically "
-            "binarized MNIST): tune each on a validation split, train it with several seeds, and "
-            "write a table, a JSON file and a figure of the test results."
+            "Compare gumbel_jax's estimators on the MNIST VAE (dynamically binarized): the "
+            "categorical table (20x10 latents) or the binary one (200 Bernoulli latents, the "
+            "DisARM paper's nonlinear model). Tune each estimator on a validation split, train it "
+            "with several seeds, and write a table, a JSON file and a figure of the test results."
         ),
         formatter_class=mnist_cli.HelpFormatter,
     )
@@ -44,12 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
         "tuning must be finished)",
     )
     parser.add_argument(
+        "--latent-type",
+        choices=tuple(grid.TABLES),
+        default="categorical",
+        help="the table: categorical (20x10 latents) or bernoulli (200 binary latents)",
+    )
+    parser.add_argument(
         "--estimators",
         nargs="+",
         choices=tuple(grid.VARIANTS),
-        default=tuple(grid.VARIANTS),
+        default=None,
         metavar="NAME",
-        help="estimators to compare",
+        help="estimators to compare (default: the table's: "
+        + "; ".join(f"{name}: {' '.join(t.variants)}" for name, t in grid.TABLES.items())
+        + ")",
     )
     parser.add_argument("--epochs", type=int, default=100, help="epochs of each final run")
     parser.add_argument(
@@ -99,14 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=grid.ANNEAL_EVERY,
         help="steps between temperature updates of the annealed schedules",
     )
-    mnist_cli.add_settings(parser, ["eval_samples"])
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="k of the importance-weighted bound at the end of each run (default: "
+        + ", ".join(f"{t.eval_samples} for {name}" for name, t in grid.TABLES.items())
+        + ")",
+    )
     io = parser.add_argument_group("data and outputs")
     mnist_cli.add_settings(io, ["data_dir", "allow_unverified_data"])
     io.add_argument(
-        "--root", default="runs/reproduce", help="folder of the runs' workdirs (one per run)"
+        "--root",
+        default=None,
+        help="folder of the runs' workdirs, one per run (default: "
+        + ", ".join(f"{t.root} for {name}" for name, t in grid.TABLES.items())
+        + ")",
     )
     io.add_argument(
-        "--results", default="results", help="folder for reproduction.{json,md} and the figure"
+        "--results",
+        default=None,
+        help="folder for reproduction.{json,md} and the figure (default: "
+        + ", ".join(f"{t.results} for {name}" for name, t in grid.TABLES.items())
+        + ")",
     )
     io.add_argument(
         "--compilation-cache",
@@ -128,11 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedule, ...], ...]:
-    """Checks the flags; returns the two families of temperature schedules.
+    """Checks the flags (filling in the table's defaults); returns the two families of temperature
+    schedules.
 
     Raises:
       ValueError: a flag's value is invalid.
     """
+    table = grid.TABLES[args.latent_type]
+    args.estimators = args.estimators or table.variants
+    if args.eval_samples is None:
+        args.eval_samples = table.eval_samples
+    others = [name for name in args.estimators if name not in table.variants]
+    if others:
+        raise ValueError(
+            f"--estimators {' '.join(others)}: not in the {args.latent_type} table, whose "
+            f"estimators are {' '.join(table.variants)}"
+        )
     for name in ("epochs", "tune_epochs", "eval_samples", "anneal_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -169,13 +204,15 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
       ValueError: a flag's value is invalid.
     """
     temperatures, reinmax_temperatures = _check_args(args)
-    root = Path(args.root).expanduser().resolve()  # Paths are resolved once, here.
+    table = grid.TABLES[args.latent_type]
+    # Paths are resolved once, here.
+    root = Path(args.root or table.root).expanduser().resolve()
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
     variants = tuple(grid.VARIANTS[name] for name in dict.fromkeys(args.estimators))
     lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules))
     tune_runs = tuple(
-        grid.tune_run(root, v, c, epochs=args.tune_epochs)
+        grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table)
         for v in variants
         for c in grid.candidates(
             v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
@@ -183,12 +220,13 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
     )
     plan = campaign.Plan(
         phase=args.phase,
+        table=table,
         root=root,
         variants=variants,
         tune_runs=tune_runs,
         epochs=args.epochs,
         seeds=tuple(args.seeds),
-        results=Path(args.results).expanduser().resolve(),
+        results=Path(args.results or table.results).expanduser().resolve(),
         limit_examples=args.limit_examples,
         config_options={
             "eval_samples": args.eval_samples,
@@ -222,7 +260,14 @@ def _check_run_settings(plan: campaign.Plan) -> None:
       ValueError: naming the flag.
     """
     finals = [
-        grid.final_run(plan.root, first.variant, first.candidate, seed=seed, epochs=plan.epochs)
+        grid.final_run(
+            plan.root,
+            first.variant,
+            first.candidate,
+            seed=seed,
+            epochs=plan.epochs,
+            table=plan.table,
+        )
         for first in plan.tune_runs[:1]
         for seed in plan.seeds
     ]

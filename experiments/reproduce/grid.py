@@ -1,10 +1,18 @@
-"""What the comparison trains: the estimators, their tuning grids, and each run's folder and config.
+"""What the comparison trains: its two tables, the estimators, their tuning grids, each run.
+
+A :class:`Table` is one comparison: the latent type and model every run of it shares, and the
+estimators it compares. ``categorical`` is the tutorial's VAE with 20x10 categorical latents;
+``bernoulli`` has 200 binary latents in the nonlinear model of the DisARM paper (Dong, Mnih,
+Tucker, NeurIPS 2020, https://arxiv.org/abs/2006.10680): 784-200-200 with LeakyReLU (slope 0.3)
+to 200 log-odds, mirrored decoder.
 
 An estimator of the comparison (:class:`Variant`) is a ``gumbel_jax`` estimator plus, for
-Gumbel-Rao, its number of samples. Its tuning grid is every learning rate crossed with every
-temperature schedule of its family: relaxed, ST and Gumbel-Rao share one list of schedules,
-ReinMax has its own (temperatures >= 1, its authors' recommendation). A :class:`CampaignRun` is one
-training run; its folder names its settings, so a finished run is found again by its settings.
+Gumbel-Rao and REINFORCE-LOO, its number of samples. Its tuning grid is every learning rate
+crossed with every temperature schedule of its family: relaxed, ST and Gumbel-Rao share one list
+of schedules, ReinMax has its own (temperatures >= 1, its authors' recommendation), and the
+score-function estimators (REINFORCE-LOO, DisARM) have no temperature, so only learning rates. A
+:class:`CampaignRun` is one training run; its folder names its settings, so a finished run is
+found again by its settings.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments.mnist.config import Config
+from experiments.mnist.config import SCORE_FUNCTION_ESTIMATORS, Config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,12 +32,20 @@ class Variant:
       estimator: the ``gumbel_jax.estimators`` name.
       gumbel_rao_samples: ``k`` of Gumbel-Rao, ``None`` for the others.
       title: how the table names it.
+      num_samples: samples of REINFORCE-LOO (decoder evaluations per example), ``None`` for the
+        others.
     """
 
     name: str
     estimator: str
     gumbel_rao_samples: int | None
     title: str
+    num_samples: int | None = None
+
+    @property
+    def uses_temperature(self) -> bool:
+        """Whether the estimator relaxes the samples (score-function estimators do not)."""
+        return self.estimator not in SCORE_FUNCTION_ESTIMATORS
 
 
 VARIANTS: dict[str, Variant] = {
@@ -40,8 +56,91 @@ VARIANTS: dict[str, Variant] = {
         Variant("gumbel-rao-10", "gumbel-rao", 10, "Gumbel-Rao, k=10"),
         Variant("gumbel-rao-100", "gumbel-rao", 100, "Gumbel-Rao, k=100"),
         Variant("reinmax", "reinmax", None, "ReinMax"),
+        # Two decoder evaluations per example: the fewest a leave-one-out baseline allows, and
+        # DisARM's cost (one antithetic pair).
+        Variant("reinforce-loo", "reinforce-loo", None, "REINFORCE-LOO, 2 samples", 2),
+        Variant("disarm", "disarm", None, "DisARM, 1 pair (2 evaluations)"),
     )
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One comparison: the model every run shares and the estimators compared.
+
+    Attributes:
+      latent_type: ``categorical`` or ``bernoulli`` (``Config.latent_type``).
+      latents: latent variables.
+      categories: categories of each (categorical only; ``None`` for binary latents).
+      hidden: encoder hidden widths (the decoder mirrors them).
+      activation: their nonlinearity (``Config.activation``).
+      variants: names of the :data:`VARIANTS` it compares, in the table's order.
+      title: the table's heading.
+      root: default folder of its runs.
+      results: default folder of its report.
+      eval_samples: default ``k`` of the final IWAE bound.
+      published_note: how the published numbers beside the table's differ in protocol.
+      titles: table-specific names of some variants (the binary Concrete for ``relaxed``).
+    """
+
+    latent_type: str
+    latents: int
+    categories: int | None
+    hidden: tuple[int, ...]
+    activation: str
+    variants: tuple[str, ...]
+    title: str
+    root: str
+    results: str
+    eval_samples: int
+    published_note: str
+    titles: tuple[tuple[str, str], ...] = ()
+
+    def variant_title(self, name: str) -> str:
+        """How this table names the variant ``name``."""
+        return dict(self.titles).get(name, VARIANTS[name].title)
+
+    @property
+    def architecture(self) -> str:
+        """The encoder in words, e.g. ``784-512-256-(20x10), ReLU``."""
+        latent = f"{self.latents}x{self.categories}" if self.categories else str(self.latents)
+        widths = "-".join(map(str, self.hidden))
+        return f"784-{widths}-({latent}), {self.activation.replace('_', ' ')}"
+
+
+TABLES: dict[str, Table] = {
+    "categorical": Table(
+        latent_type="categorical",
+        latents=20,
+        categories=10,
+        hidden=Config.hidden,
+        activation=Config.activation,
+        variants=("relaxed", "st", "gumbel-rao-10", "gumbel-rao-100", "reinmax", "reinforce-loo"),
+        title="categorical VAE on MNIST, 20x10 latents",
+        root="runs/reproduce",
+        results="results",
+        eval_samples=Config.eval_samples,
+        published_note="The published numbers are for static binarization and other architectures.",
+    ),
+    "bernoulli": Table(
+        latent_type="bernoulli",
+        latents=200,
+        categories=None,
+        hidden=(200, 200),
+        activation="leaky_relu",
+        variants=("relaxed", "st", "reinforce-loo", "disarm"),
+        title="binary VAE on MNIST, 200 Bernoulli latents (DisARM's nonlinear model)",
+        root="runs/reproduce/binary",
+        results="results/binary",
+        eval_samples=100,  # the DisARM paper's test bound
+        published_note="The DisARM paper trains this model on dynamically binarized MNIST too, "
+        "but for 1,000,000 steps of batch 50 (about 830 epochs) at Adam 1e-4, with a learned "
+        "prior, mean-centred encoder inputs and the decoder's bias set to the pixel means; its "
+        "numbers below are its published ones as cited in the README.",
+        titles=(("relaxed", "binary Concrete (relaxed)"), ("st", "ST binary Concrete")),
+    ),
+}
+CATEGORICAL = TABLES["categorical"]
 
 # Default grids. Jang et al. anneal max(0.5, exp(-r t)) with r in {1e-5, 1e-4} every N in
 # {500, 1000} steps; r = 1e-4 every 500 steps reaches 0.5 after ~7,000 steps (14 tuning epochs).
@@ -52,9 +151,7 @@ REINMAX_TEMPERATURES = ("1.0", "1.5")
 ANNEAL_RATE = 1e-4
 ANNEAL_EVERY = 500
 
-# Settings of every run of the comparison.
-LATENTS = 20
-CATEGORIES = 10
+# Settings of every run of both comparisons.
 BINARIZE = "dynamic"
 TUNE_SEED = 0
 
@@ -127,7 +224,7 @@ class Candidate:
     """
 
     learning_rate: float
-    temperature_schedule: TemperatureSchedule
+    temperature_schedule: TemperatureSchedule | None
     lr_schedule: str = "constant"
 
     @property
@@ -136,22 +233,29 @@ class Candidate:
 
     @property
     def slug(self) -> str:
-        return f"lr{self.learning_rate:g}{self._lr_suffix}-{self.temperature_schedule.slug}"
+        """Folder name, e.g. ``lr0.001-t1-const`` (``lr0.001`` without a temperature)."""
+        schedule = self.temperature_schedule
+        return f"lr{self.learning_rate:g}{self._lr_suffix}" + (
+            f"-{schedule.slug}" if schedule else ""
+        )
 
     @property
     def label(self) -> str:
         decay = "" if self.lr_schedule == "constant" else f" {self.lr_schedule}"
-        return f"lr {self.learning_rate:g}{decay}, {self.temperature_schedule.label}"
+        schedule = self.temperature_schedule
+        return f"lr {self.learning_rate:g}{decay}" + (f", {schedule.label}" if schedule else "")
 
     def to_dict(self) -> dict:
-        """The settings as the JSON of the report gives them."""
+        """The settings as the JSON of the report gives them (temperatures ``None`` without a
+        temperature schedule)."""
+        schedule = self.temperature_schedule
         return {
             "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule,
-            "temperature": self.temperature_schedule.start,
-            "temperature_min": self.temperature_schedule.minimum,
-            "anneal_rate": self.temperature_schedule.rate,
-            "anneal_every": self.temperature_schedule.every,
+            "temperature": schedule.start if schedule else None,
+            "temperature_min": schedule.minimum if schedule else None,
+            "anneal_rate": schedule.rate if schedule else None,
+            "anneal_every": schedule.every if schedule else None,
             "label": self.label,
         }
 
@@ -164,8 +268,10 @@ def candidates(
     lr_schedules: tuple[str, ...] = TUNE_LR_SCHEDULES,
 ) -> tuple[Candidate, ...]:
     """The tuning grid of ``variant``: every learning rate and learning-rate schedule with every
-    temperature schedule of its family."""
+    temperature schedule of its family (none for a score-function estimator)."""
     family = reinmax_temperatures if variant.estimator == "reinmax" else temperatures
+    if not variant.uses_temperature:
+        family = (None,)
     return tuple(
         Candidate(lr, s, lr_schedule)
         for lr in learning_rates
@@ -185,6 +291,7 @@ class CampaignRun:
       seed: the run's seed.
       epochs: its training budget.
       workdir: its folder, ``<root>/<phase>/<variant>/<candidate>[/seed<seed>]``.
+      table: the comparison it belongs to (its model).
     """
 
     phase: str
@@ -193,6 +300,7 @@ class CampaignRun:
     seed: int
     epochs: int
     workdir: Path
+    table: Table = CATEGORICAL
 
     @property
     def title(self) -> str:
@@ -208,15 +316,23 @@ class CampaignRun:
         allow_unverified_data: bool = False,
     ) -> Config:
         """The :class:`Config` of the run for ``experiments.mnist.run.train_and_evaluate``."""
-        schedule = self.candidate.temperature_schedule
+        # Without a temperature (score-function estimators) the defaults are recorded, unused.
+        schedule = self.candidate.temperature_schedule or TemperatureSchedule(
+            Config.temperature, Config.temperature_min, Config.anneal_rate, Config.anneal_every
+        )
+        table = self.table
         return Config(
-            latents=LATENTS,
-            categories=CATEGORIES,
+            latent_type=table.latent_type,
+            latents=table.latents,
+            categories=table.categories or Config.categories,
+            hidden=table.hidden,
+            activation=table.activation,
             epochs=self.epochs,
             learning_rate=self.candidate.learning_rate,
             lr_schedule=self.candidate.lr_schedule,
             estimator=self.variant.estimator,
             gumbel_rao_samples=self.variant.gumbel_rao_samples or Config.gumbel_rao_samples,
+            num_samples=self.variant.num_samples or Config.num_samples,
             temperature=schedule.start,
             temperature_min=schedule.minimum,
             anneal_rate=schedule.rate,
@@ -231,15 +347,28 @@ class CampaignRun:
         )
 
 
-def tune_run(root: Path, variant: Variant, candidate: Candidate, *, epochs: int) -> CampaignRun:
+def tune_run(
+    root: Path,
+    variant: Variant,
+    candidate: Candidate,
+    *,
+    epochs: int,
+    table: Table = CATEGORICAL,
+) -> CampaignRun:
     """The tuning run of one candidate (seed :data:`TUNE_SEED`)."""
     workdir = root / "tune" / variant.name / candidate.slug
-    return CampaignRun("tune", variant, candidate, TUNE_SEED, epochs, workdir)
+    return CampaignRun("tune", variant, candidate, TUNE_SEED, epochs, workdir, table)
 
 
 def final_run(
-    root: Path, variant: Variant, candidate: Candidate, *, seed: int, epochs: int
+    root: Path,
+    variant: Variant,
+    candidate: Candidate,
+    *,
+    seed: int,
+    epochs: int,
+    table: Table = CATEGORICAL,
 ) -> CampaignRun:
     """The final run of the chosen candidate with one seed."""
     workdir = root / "final" / variant.name / candidate.slug / f"seed{seed}"
-    return CampaignRun("final", variant, candidate, seed, epochs, workdir)
+    return CampaignRun("final", variant, candidate, seed, epochs, workdir, table)

@@ -1,9 +1,11 @@
 """The comparison's results: ``reproduction.json``, ``reproduction.md`` and the curves' figure.
 
-:func:`summarize` reads the finished final runs (and the tuning's choice) into one JSON-ready
-object keyed by estimator name; :func:`write` saves it with a Markdown table set beside the
-published numbers (:mod:`experiments.reproduce.published`), and a figure of the test
-negative ELBO by epoch of every estimator (mean over seeds, with the seeds' range shaded).
+:func:`summarize` reads the final runs (and the tuning's choice) into one JSON-ready object keyed
+by estimator name, with a row for each estimator whose runs have all ended (an estimator with a
+run still to train is listed as running, never shown as a result); :func:`write` saves it with a
+Markdown table set beside the published numbers (:mod:`experiments.reproduce.published`), and a
+figure of the test negative ELBO by epoch of every estimator (mean over seeds, with the seeds'
+range shaded).
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ class Summary:
     """What :func:`summarize` found.
 
     Attributes:
-      results: the JSON object, keyed by estimator name (only estimators with a finished run).
+      results: the JSON object, keyed by estimator name: the estimators whose final runs have
+        all ended, at least one of them finished.
       curves: test negative ELBO by epoch, ``[seeds, epochs]``, per estimator of ``results``.
       missing: titles of the final runs that are not finished (nor failed).
       limit_examples: the smoke-test data limit the runs used, or ``None``.
       failed: titles of the final runs that diverged (no result).
+      table: the comparison.
+      running: ``(estimator name, finished runs, runs)`` of each estimator left out of
+        ``results`` because some of its final runs are not finished.
     """
 
     results: dict[str, dict[str, Any]]
@@ -45,6 +51,8 @@ class Summary:
     missing: tuple[str, ...]
     limit_examples: int | None = None
     failed: tuple[str, ...] = ()
+    table: grid.Table = grid.CATEGORICAL
+    running: tuple[tuple[str, int, int], ...] = ()
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -62,28 +70,36 @@ def summarize(
     final_runs: Mapping[str, Sequence[grid.CampaignRun]],
     choices: Mapping[str, campaign.Choice],
     *,
+    table: grid.Table = grid.CATEGORICAL,
     limit_examples: int | None = None,
 ) -> Summary:
-    """Gathers the finished final runs of each estimator.
+    """Gathers the final runs of each estimator whose runs have all ended.
 
     Args:
       final_runs: each estimator's final runs (one per seed), by estimator name.
       choices: the tuning's outcome, by estimator name.
+      table: the comparison the runs belong to.
       limit_examples: the data limit of a smoke test, recorded in the results.
 
     Returns:
       The :class:`Summary`. Each entry of ``results`` has ``neg_elbo_mean``, ``neg_elbo_std``
       (sample standard deviation over seeds, ``null`` for one seed), ``nll_iwae_mean``,
-      ``nll_iwae_std``, ``iwae_samples``, ``seeds``, ``epochs``, ``latents``, ``categories``,
-      ``seconds_per_epoch`` (median training time of an epoch over all epochs and seeds),
-      ``device``, ``settings`` (the chosen ones), ``tuning``, ``per_seed`` and ``published``.
+      ``nll_iwae_std``, ``iwae_samples``, ``seeds``, ``epochs``, ``tuning_epochs``, ``latents``,
+      ``categories`` (``null`` for binary latents), ``seconds_per_epoch`` (median training time
+      of an epoch over all epochs and seeds), ``device``, ``settings`` (the chosen ones),
+      ``tuning``, ``per_seed`` and ``published``; the binary table's entries also have
+      ``latent_type: "bernoulli"``.
     """
-    results, curves, missing, failed = {}, {}, [], []
+    results, curves, missing, failed, running = {}, {}, [], [], []
     for name, runs in final_runs.items():
         states = {run: campaign.status(run) for run in runs}
         finished = [run for run in runs if states[run] == "finished"]
         failed.extend(run.title for run in runs if states[run] == "failed")
-        missing.extend(run.title for run in runs if states[run] not in ("finished", "failed"))
+        unfinished = [run.title for run in runs if states[run] not in ("finished", "failed")]
+        missing.extend(unfinished)
+        if unfinished:
+            running.append((name, len(finished), len(runs)))
+            continue
         if not finished:
             continue
         records = [outputs.read_metrics(run.workdir) for run in finished]
@@ -107,8 +123,9 @@ def summarize(
             "iwae_samples": sorted({r["iwae_samples"] for r in last}),
             "seeds": [run.seed for run in finished],
             "epochs": epochs,
-            "latents": grid.LATENTS,
-            "categories": grid.CATEGORIES,
+            "tuning_epochs": choice.epochs,
+            "latents": table.latents,
+            "categories": table.categories,
             "binarization": grid.BINARIZE,
             "seconds_per_epoch": statistics.median(x["seconds"] for r in records for x in r),
             "device": ", ".join(devices),
@@ -130,11 +147,15 @@ def summarize(
                 }
                 for run, r in zip(finished, last, strict=True)
             ],
-            "published": {source: value for source, value in published.PAPER_RESULTS.get(name, ())},
+            "published": dict(published.PAPER_RESULTS[table.latent_type].get(name, ())),
         }
+        if table.latent_type != "categorical":
+            results[name]["latent_type"] = table.latent_type
         if limit_examples is not None:
             results[name]["limit_examples"] = limit_examples
-    return Summary(results, curves, tuple(missing), limit_examples, tuple(failed))
+    return Summary(
+        results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running)
+    )
 
 
 def _split_text(limit_examples: int | None) -> str:
@@ -176,8 +197,8 @@ def _lr_schedule_note(results: Mapping[str, dict]) -> str:
 
 def markdown(summary: Summary) -> str:
     """The results as a Markdown section: the table, the best estimator, the tuning grid."""
-    results = summary.results
-    lines = ["## Estimator comparison: categorical VAE on MNIST, 20x10 latents", ""]
+    results, table = summary.results, summary.table
+    lines = [f"## Estimator comparison: {table.title}", ""]
     if summary.limit_examples is not None:
         lines += [
             f"**Smoke test:** only the first {summary.limit_examples} images of each part of the "
@@ -185,89 +206,97 @@ def markdown(summary: Summary) -> str:
             "",
         ]
     if results:
-        first = next(iter(results.values()))
-        seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
-        devices = sorted({entry["device"] for entry in results.values()})
-        lines += [
-            "Test negative ELBO and IWAE bound in nats (lower is better), "
-            + (
-                f"mean ± sample standard deviation over {len(seeds)} seeds "
-                if len(seeds) > 1
-                else "one seed "
-            )
-            + f"({', '.join(map(str, seeds))}; a row with fewer seeds says so); "
-            f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
-            f"batch {Config.batch_size}, Adam{_lr_schedule_note(results)}, encoder "
-            f"784-{'-'.join(map(str, Config.hidden))}-"
-            f"({grid.LATENTS}x{grid.CATEGORIES}) and mirrored decoder; the discrete model "
-            "evaluated on the test set (binarized once). Settings chosen by validation negative "
-            f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
-            f"seed {first['tuning']['seed']}). s/epoch: median training time of an epoch on "
-            f"{'; '.join(devices)}. The published numbers are for static binarization and other "
-            "architectures.",
-            "",
-            "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, entry in results.items():
-            variant = grid.VARIANTS[name]
-            n = len(entry["seeds"])
-            seeds_note = "" if n == len(seeds) else f" ({_plural(n, 'seed')})"
-            iwae = _fmt(entry["nll_iwae_mean"], entry["nll_iwae_std"])
-            k = "/".join(map(str, entry["iwae_samples"]))
-            anchors = "; ".join(f"{src} {value:.1f}" for src, value in entry["published"].items())
-            lines.append(
-                f"| {variant.title} | {_fmt(entry['neg_elbo_mean'], entry['neg_elbo_std'])}"
-                f"{seeds_note} | {iwae} (k={k}) | {entry['seconds_per_epoch']:.1f} | "
-                f"{entry['settings']['label']} | {anchors or 'none'} |"
-            )
-        lines.append("")
-        scored = {
-            n: e["neg_elbo_mean"] for n, e in results.items() if e["neg_elbo_mean"] is not None
-        }
-        if scored:
-            best = min(scored, key=scored.get)
-            lines += [
-                f"Best: {grid.VARIANTS[best].title}, {scored[best]:.2f} nats.",
-                "",
-            ]
+        lines += _results_table(summary)
     if summary.failed:
         lines += [
             f"**Failed:** diverged (a non-finite loss), no result: "
             f"{_plural(len(summary.failed), 'final run')} ({'; '.join(summary.failed)}).",
             "",
         ]
-    if summary.missing:
+    if summary.running:
+        rows = "; ".join(
+            f"{table.variant_title(name)} ({done} of {_plural(total, 'run')} finished)"
+            for name, done, total in summary.running
+        )
         lines += [
-            f"**Incomplete:** not finished: {_plural(len(summary.missing), 'final run')} "
-            f"({'; '.join(summary.missing)}); the figures above cover the finished runs only.",
+            f"**Still running** (no result shown until every run has finished): {rows}.",
             "",
         ]
     if results:
-        lines += [
-            "Tuning (validation negative ELBO after the tuning epochs; the chosen candidate in "
-            "bold):",
-            "",
-            "| Estimator | Candidate | Validation neg. ELBO |",
-            "|---|---|---|",
-        ]
-        for name, entry in results.items():
-            for candidate in entry["tuning"]["candidates"]:
-                score = candidate["validation_neg_elbo"]
-                text = "diverged" if score is None else f"{score:.2f}"
-                label = candidate["label"]
-                if label == entry["settings"]["label"]:
-                    label, text = f"**{label}**", f"**{text}**"
-                lines.append(f"| {grid.VARIANTS[name].title} | {label} | {text} |")
-        lines.append("")
+        lines += _tuning_table(summary)
     return "\n".join(lines)
+
+
+def _results_table(summary: Summary) -> list[str]:
+    """The results' paragraph, table and best estimator."""
+    results, table = summary.results, summary.table
+    first = next(iter(results.values()))
+    seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
+    devices = sorted({entry["device"] for entry in results.values()})
+    lines = [
+        "Test negative ELBO and IWAE bound in nats (lower is better), "
+        + (
+            f"mean ± sample standard deviation over {len(seeds)} seeds "
+            if len(seeds) > 1
+            else "one seed "
+        )
+        + f"({', '.join(map(str, seeds))}; a row with fewer seeds says so); "
+        f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
+        f"batch {Config.batch_size}, Adam{_lr_schedule_note(results)}, encoder "
+        f"{table.architecture} and mirrored decoder, uniform prior; the discrete model "
+        "evaluated on the test set (binarized once). Settings chosen by validation negative "
+        f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
+        f"seed {first['tuning']['seed']}). s/epoch: median training time of an epoch on "
+        f"{'; '.join(devices)}. {table.published_note}",
+        "",
+        "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in results.items():
+        n = len(entry["seeds"])
+        seeds_note = "" if n == len(seeds) else f" ({_plural(n, 'seed')})"
+        iwae = _fmt(entry["nll_iwae_mean"], entry["nll_iwae_std"])
+        k = "/".join(map(str, entry["iwae_samples"]))
+        anchors = "; ".join(f"{src} {value:.1f}" for src, value in entry["published"].items())
+        lines.append(
+            f"| {table.variant_title(name)} | "
+            f"{_fmt(entry['neg_elbo_mean'], entry['neg_elbo_std'])}"
+            f"{seeds_note} | {iwae} (k={k}) | {entry['seconds_per_epoch']:.1f} | "
+            f"{entry['settings']['label']} | {anchors or 'none'} |"
+        )
+    lines.append("")
+    scored = {n: e["neg_elbo_mean"] for n, e in results.items() if e["neg_elbo_mean"] is not None}
+    if scored:
+        best = min(scored, key=scored.get)
+        lines += [f"Best: {table.variant_title(best)}, {scored[best]:.2f} nats.", ""]
+    return lines
+
+
+def _tuning_table(summary: Summary) -> list[str]:
+    """Every tuning candidate's validation score, the chosen one in bold."""
+    lines = [
+        "Tuning (validation negative ELBO after the tuning epochs; the chosen candidate in bold):",
+        "",
+        "| Estimator | Candidate | Validation neg. ELBO |",
+        "|---|---|---|",
+    ]
+    for name, entry in summary.results.items():
+        for candidate in entry["tuning"]["candidates"]:
+            score = candidate["validation_neg_elbo"]
+            text = "diverged" if score is None else f"{score:.2f}"
+            label = candidate["label"]
+            if label == entry["settings"]["label"]:
+                label, text = f"**{label}**", f"**{text}**"
+            lines.append(f"| {summary.table.variant_title(name)} | {label} | {text} |")
+    lines.append("")
+    return lines
 
 
 def save_curves(path: Path, summary: Summary) -> Path:
     """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded."""
     with outputs.epoch_axes(
         path,
-        title="Categorical VAE on MNIST, 20x10 latents: test loss by epoch",
+        title=f"{summary.table.title[0].upper()}{summary.table.title[1:]}: test loss by epoch",
         ylabel="test negative ELBO (nats)",
         figsize=(7, 4.5),
         legend_fontsize=8,
@@ -277,7 +306,7 @@ def save_curves(path: Path, summary: Summary) -> Path:
             epochs = np.arange(1, values.shape[1] + 1)
             mean = values.mean(axis=0)
             (line,) = ax.plot(epochs, mean, "-", marker="." if len(epochs) < 30 else None)
-            line.set_label(grid.VARIANTS[name].title)
+            line.set_label(summary.table.variant_title(name))
             if values.shape[0] > 1:
                 ax.fill_between(
                     epochs,

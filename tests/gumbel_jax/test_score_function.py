@@ -369,8 +369,8 @@ class ValidationAndRegistryTest(parameterized.TestCase):
         self.assertEqual(estimators.SURROGATE_NAMES, ("reinforce-loo", "disarm"))
         self.assertIs(estimators.get_surrogate("reinforce-loo"), estimators.reinforce_loo)
         self.assertIs(estimators.get_surrogate("disarm"), estimators.disarm)
-        # The experiment's --estimator choices stay the sample estimators it can run.
-        self.assertEqual(tuple(ESTIMATORS), estimators.NAMES)
+        # The experiment's --estimator choices: both registries, pathwise first.
+        self.assertEqual(tuple(ESTIMATORS), estimators.NAMES + estimators.SURROGATE_NAMES)
         self.assertFalse(set(estimators.NAMES) & set(estimators.SURROGATE_NAMES))
         with self.assertRaisesRegex(ValueError, r"Unknown estimator 'disarm'.*get_surrogate"):
             estimators.get("disarm")
