@@ -5,7 +5,8 @@
   uniform prior in closed form; with ``num_samples=k`` also the importance-weighted bound
   (Burda et al. 2016, https://arxiv.org/abs/1509.00519)
   ``-log mean_k exp(log p(x|z) + log p(z) - log q(z|x))``.
-- :func:`test_pixels` binarizes the test set once with a fixed key, the same for every run.
+- :func:`pixels_binarized_once` binarizes the test set (and, for the last epoch's training-set
+  bound, the training set) once with a fixed key, the same for every run.
 - :func:`reconstruct` and :func:`sample_prior` give the pictures' pixels.
 
 All use fixed keys, so successive epochs are evaluated on the same noise.
@@ -29,8 +30,9 @@ TEST_BINARIZATION_SEED = 20_240_601
 EVAL_SEED = 20_240_602
 
 
-def test_pixels(images: np.ndarray, mode: str) -> jax.Array:
-    """The test set as float32 pixels ``[n, data_dim]``, binarized once with a fixed key."""
+def pixels_binarized_once(images: np.ndarray, mode: str) -> jax.Array:
+    """Images as float32 pixels ``[n, data_dim]``, binarized once with a fixed key (the same for
+    every run): the test set, and the training set for its final bound."""
     return input_pipeline.binarize(
         jax.random.key(TEST_BINARIZATION_SEED), jnp.asarray(images), mode
     )
@@ -154,7 +156,7 @@ def evaluate(
 
     Args:
       model: the model (``TrainState.model()``).
-      x: test pixels ``[n, data_dim]`` (see :func:`test_pixels`).
+      x: test pixels ``[n, data_dim]`` (see :func:`pixels_binarized_once`).
       config: the run's settings (its evaluation batch size).
       num_samples: k of the IWAE bound, or ``None`` to skip it.
       should_stop: polled between chunks (after each has finished); when it returns true the

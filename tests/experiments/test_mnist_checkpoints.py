@@ -173,6 +173,22 @@ def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path
     assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
 
 
+def test_a_changed_latent_type_or_estimator_sample_count_is_refused(
+    data_dir, straight, tmp_path, capsys
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    args = _args(data_dir, workdir, 3, "--latent-type", "bernoulli", "--num-samples", "3")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot resume the checkpoint at step 12")
+    assert "latent_type: 'categorical' -> 'bernoulli'" in err and "num_samples: 2 -> 3" in err
+    assert len(err.splitlines()) == 1
+    assert cli.main(_args(data_dir, workdir, 3, "--activation", "tanh")) == 2
+    assert "activation: 'relu' -> 'tanh'" in capsys.readouterr().err
+    assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
+
+
 def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_path, capsys):
     workdir = tmp_path / "cosine"
     assert cli.main(_args(data_dir, workdir, 1, "--lr-schedule", "cosine")) == 0

@@ -143,6 +143,10 @@ def test_environment_variable_is_used_and_the_flag_wins(tmp_path, monkeypatch, c
         ["--batch-size", "0"],
         ["--binarize", "static"],
         ["--epochs", "two"],
+        ["--latent-type", "gaussian"],
+        ["--activation", "sigmoid"],
+        ["--hidden"],
+        ["--num-samples", "two"],
     ],
 )
 def test_bad_flags_give_a_usage_error(args, capsys):
@@ -158,6 +162,12 @@ def test_bad_flags_give_a_usage_error(args, capsys):
         (["--lr", "0"], "error: --lr must be positive, got 0.0"),
         (["--batch-size", "0"], "error: --batch-size must be a positive integer, got 0"),
         (["--temperature-min", "-1"], "error: --temperature-min must be positive, got -1.0"),
+        (["--num-samples", "1"], "error: --num-samples must be at least 2"),
+        (["--hidden", "200", "0"], "error: --hidden must be positive layer widths"),
+        (
+            ["--estimator", "disarm"],
+            "error: disarm is an estimator for binary latents: pass --latent-type bernoulli",
+        ),
     ],
 )
 def test_invalid_settings_are_reported_by_their_flag(args, message, capsys):

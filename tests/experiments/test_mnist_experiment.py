@@ -34,7 +34,7 @@ def run(mnist_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_x(mnist_dir):
     data = input_pipeline.load_idx_folder(mnist_dir)
-    return evaluate.test_pixels(data.test_images, "dynamic")
+    return evaluate.pixels_binarized_once(data.test_images, "dynamic")
 
 
 def test_short_hard_run_beats_the_threshold(run):

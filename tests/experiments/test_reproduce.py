@@ -262,6 +262,19 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
         _write_run(run, [120.0, 105.0, last])
     summary = report.summarize(final, choices)
     assert summary.missing == (final["st"][2].title,)
+    # A row with a run still to train is listed as running, never shown as a result.
+    assert list(summary.results) == ["relaxed"] and summary.running == (("st", 2, 3),)
+    table = report.markdown(summary)
+    assert "**Still running** (no result shown until every run has finished): ST " in table
+    assert "ST Gumbel-Softmax (2 of 3 runs finished)" in table
+    assert "| ST Gumbel-Softmax |" not in table
+    assert summary.results["relaxed"]["tuning_epochs"] == 2
+    assert "latent_type" not in summary.results["relaxed"]  # the categorical table's shape
+
+    final["st"][2].workdir.mkdir(parents=True)
+    outputs.write_divergence(final["st"][2].workdir, 9, "training diverged")
+    summary = report.summarize(final, choices)
+    assert summary.missing == () and summary.failed == (final["st"][2].title,)
     entry = summary.results["st"]
     assert entry["seeds"] == [0, 1]
     assert entry["neg_elbo_mean"] == pytest.approx(101.0)
@@ -275,7 +288,7 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
     assert "| ST Gumbel-Softmax | 101.00 ± 0.71 (2 seeds) |" in table
     assert "Best: Gumbel-Softmax (relaxed), 97.50 nats." in table
     assert "target" not in table.lower() and "missed" not in table
-    assert "**Incomplete:** not finished: 1 final run (final st: " in table
+    assert "**Failed:** diverged (a non-finite loss), no result: 1 final run (final st: " in table
 
     paths = report.write(tmp_path / "results", summary)
     assert json.loads(paths["json"].read_text())["relaxed"]["neg_elbo_mean"] == 97.5
@@ -293,6 +306,13 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
         (["--anneal-rate", "inf"], "--anneal-rate must be finite, got inf"),
         (["--tune-temperatures", "inf"], "--reinmax-temperatures must be finite, got inf"),
         (["--seeds", str(2**32)], "--seeds must be an integer from 0 to 4294967295"),
+        (["--estimators", "disarm"], "--estimators disarm: not in the categorical table"),
+        (
+            ["--latent-type", "bernoulli", "--estimators", "gumbel-rao-10"],
+            "--estimators gumbel-rao-10: not in the bernoulli table",
+        ),
+        (["--latent-type", "gaussian"], "invalid choice: 'gaussian'"),
+        (["--eval-samples", "0"], "--eval-samples must be at least 1"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv, message, capsys):
@@ -418,3 +438,45 @@ def test_root_and_results_are_resolved_where_they_enter(tmp_path, monkeypatch):
     assert plan.root == tmp_path.resolve() / "runs dir"
     assert plan.results == tmp_path.resolve().parent / "résultats"
     assert all(run.workdir.is_absolute() for run in plan.tune_runs)
+
+
+def test_score_function_estimators_are_tuned_over_learning_rates_only():
+    loo = grid.VARIANTS["reinforce-loo"]
+    schedules = (grid.TemperatureSchedule(1.0, 0.5, 1e-4, 500),)
+    candidates = grid.candidates(loo, (1e-3, 3e-3), schedules, ())
+    assert [c.slug for c in candidates] == ["lr0.001", "lr0.003"]
+    assert candidates[0].label == "lr 0.001" and candidates[0].to_dict()["temperature"] is None
+    options = {"eval_samples": 4, "data_dir": None, "progress": False}
+    config = grid.final_run(Path("r"), loo, candidates[0], seed=1, epochs=3).config(**options)
+    assert (config.latent_type, config.latents, config.categories) == ("categorical", 20, 10)
+    assert (config.estimator, config.num_samples) == ("reinforce-loo", 2)
+
+
+def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_type(tmp_path):
+    table = grid.TABLES["bernoulli"]
+    assert table.variants == ("relaxed", "st", "reinforce-loo", "disarm")
+    disarm = grid.VARIANTS["disarm"]
+    (candidate,) = grid.candidates(disarm, (1e-3,), (), ())
+    tune = [grid.tune_run(tmp_path, disarm, candidate, epochs=2, table=table)]
+    config = tune[0].config(eval_samples=100, data_dir=None, progress=False)
+    assert (config.latent_type, config.latents, config.hidden) == ("bernoulli", 200, (200, 200))
+    assert (config.activation, config.estimator) == ("leaky_relu", "disarm")
+    _write_run(tune[0], [150.0, 120.0])
+    choices = campaign.choose(tune)
+    final = {
+        "disarm": [
+            grid.final_run(tmp_path, disarm, candidate, seed=s, epochs=2, table=table)
+            for s in (0, 1)
+        ]
+    }
+    for run in final["disarm"]:
+        _write_run(run, [130.0, 110.0])
+    summary = report.summarize(final, choices, table=table)
+    entry = summary.results["disarm"]
+    assert ENTRY_KEYS <= set(entry)
+    assert (entry["latent_type"], entry["latents"], entry["categories"]) == ("bernoulli", 200, None)
+    assert entry["tuning_epochs"] == 2
+    text = report.markdown(summary)
+    assert text.startswith("## Estimator comparison: binary VAE on MNIST, 200 Bernoulli latents")
+    assert "| DisARM, 1 pair (2 evaluations) | 110.00 ± 0.00 |" in text
+    assert "784-200-200-(200), leaky relu" in text
