@@ -98,7 +98,8 @@ class Config:
       categories: number of categories of each categorical latent variable (unused with
         ``bernoulli``).
       hidden: widths of the encoder's hidden layers; the decoder mirrors them.
-      activation: the hidden layers' nonlinearity (``relu``, ``leaky_relu``, ``tanh``).
+      activation: the hidden layers' nonlinearity (``relu``, ``leaky_relu`` with slope 0.3 below
+        zero, ``tanh``).
       epochs: number of passes over the training set.
       batch_size: examples per training step. An epoch is ``num_train // batch_size`` steps; the
         remainder of the (shuffled) training set is left out of that epoch.
@@ -148,7 +149,7 @@ class Config:
     )
     activation: str = setting(
         "relu",
-        help="nonlinearity of the hidden layers",
+        help="nonlinearity of the hidden layers (leaky_relu: slope 0.3 below zero)",
         group=MODEL,
         defines_run=True,
         choices=ACTIVATIONS,

@@ -13,6 +13,7 @@ caller holds explicitly (no random state lives in the module).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -23,10 +24,11 @@ from flax import nnx
 from experiments.mnist import latents as latent_types
 from experiments.mnist.config import Config
 
-# The hidden layers' nonlinearity, by its ``Config.activation`` name.
+# The hidden layers' nonlinearity, by its ``Config.activation`` name. ``leaky_relu`` has slope
+# 0.3 below zero, as in the DisARM paper's code (Keras's default), not jax.nn's 0.01.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
-    "leaky_relu": jax.nn.leaky_relu,
+    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.3),
     "tanh": jax.nn.tanh,
 }
 
