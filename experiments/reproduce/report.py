@@ -120,6 +120,7 @@ def summarize(
             "neg_elbo_std": neg_elbo_std,
             "nll_iwae_mean": nll_iwae_mean,
             "nll_iwae_std": nll_iwae_std,
+            **_train_bound(last),
             "iwae_samples": sorted({r["iwae_samples"] for r in last}),
             "seeds": [run.seed for run in finished],
             "epochs": epochs,
@@ -156,6 +157,16 @@ def summarize(
     return Summary(
         results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running)
     )
+
+
+def _train_bound(last: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """``train_neg_elbo_mean`` and ``_std`` over seeds of the final records' training-set bound
+    (papers' "training ELBO"), or nothing when a record lacks it."""
+    values = [record.get("train/neg_elbo") for record in last]
+    if any(value is None for value in values):
+        return {}
+    mean, std = _mean_std(values)
+    return {"train_neg_elbo_mean": mean, "train_neg_elbo_std": std}
 
 
 def _split_text(limit_examples: int | None) -> str:
@@ -248,20 +259,34 @@ def _results_table(summary: Summary) -> list[str]:
         f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
         f"seed {first['tuning']['seed']}). s/epoch: median training time of an epoch on "
         f"{'; '.join(devices)}. {table.published_note}",
+    ]
+    # The training-set bound, where every row has it (runs before it existed do not).
+    train = all("train_neg_elbo_mean" in entry for entry in results.values())
+    if train:
+        lines[-1] += (
+            " Train neg. ELBO: the discrete model's negative ELBO on the training set (binarized "
+            "once) after the last epoch."
+        )
+    lines += [
         "",
-        "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published |",
-        "|---|---|---|---|---|---|",
+        "| Estimator | Test neg. ELBO | IWAE NLL |"
+        + (" Train neg. ELBO |" if train else "")
+        + " s/epoch | Chosen settings | Published |",
+        "|---|---|---|" + ("---|" if train else "") + "---|---|---|",
     ]
     for name, entry in results.items():
         n = len(entry["seeds"])
         seeds_note = "" if n == len(seeds) else f" ({_plural(n, 'seed')})"
         iwae = _fmt(entry["nll_iwae_mean"], entry["nll_iwae_std"])
         k = "/".join(map(str, entry["iwae_samples"]))
+        on_train = (
+            f" {_fmt(entry['train_neg_elbo_mean'], entry['train_neg_elbo_std'])} |" if train else ""
+        )
         anchors = "; ".join(f"{src} {value:.1f}" for src, value in entry["published"].items())
         lines.append(
             f"| {table.variant_title(name)} | "
             f"{_fmt(entry['neg_elbo_mean'], entry['neg_elbo_std'])}"
-            f"{seeds_note} | {iwae} (k={k}) | {entry['seconds_per_epoch']:.1f} | "
+            f"{seeds_note} | {iwae} (k={k}) |{on_train} {entry['seconds_per_epoch']:.1f} | "
             f"{entry['settings']['label']} | {anchors or 'none'} |"
         )
     lines.append("")

@@ -203,8 +203,9 @@ def test_a_run_saved_before_lr_schedule_existed_is_a_constant_rate_run(tmp_path)
         campaign.status(cosine)
 
 
-def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True) -> None:
-    """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch."""
+def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True, train=None) -> None:
+    """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch (and
+    the final training-set bound ``train``, if given)."""
     run.workdir.mkdir(parents=True)
     config = run.config(eval_samples=4, data_dir=None, progress=False)
     (run.workdir / "config.json").write_text(config.to_json())
@@ -213,6 +214,8 @@ def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True) -> None:
         record = {"epoch": epoch, "seconds": 2.0 + epoch, "test/neg_elbo": value}
         if final and epoch == len(neg_elbos):
             record.update({"test/nll_iwae": value - 3, "iwae_samples": 4})
+            if train is not None:
+                record["train/neg_elbo"] = train
         lines.append(json.dumps(record))
     (run.workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -469,8 +472,8 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
             for s in (0, 1)
         ]
     }
-    for run in final["disarm"]:
-        _write_run(run, [130.0, 110.0])
+    for run, train in zip(final["disarm"], [104.0, 106.0], strict=True):
+        _write_run(run, [130.0, 110.0], train=train)
     summary = report.summarize(final, choices, table=table)
     entry = summary.results["disarm"]
     assert ENTRY_KEYS <= set(entry)
@@ -478,5 +481,10 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
     assert entry["tuning_epochs"] == 2
     text = report.markdown(summary)
     assert text.startswith("## Estimator comparison: binary VAE on MNIST, 200 Bernoulli latents")
-    assert "| DisARM, 1 pair (2 evaluations) | 110.00 ± 0.00 |" in text
+    assert entry["train_neg_elbo_mean"] == pytest.approx(105.0)
+    assert "| Estimator | Test neg. ELBO | IWAE NLL | Train neg. ELBO | s/epoch |" in text
+    assert (
+        "| DisARM, 1 pair (2 evaluations) | 110.00 ± 0.00 | 107.00 ± 0.00 (k=4) | 105.00 ± 1.41 |"
+        in text
+    )
     assert "784-200-200-(200), leaky relu" in text
