@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=(0, 1, 2), help="seeds of each final run"
     )
+    _add_tuning_flags(parser)
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="k of the importance-weighted bound at the end of each run (default: "
+        + ", ".join(f"{t.eval_samples} for {name}" for name, t in grid.TABLES.items())
+        + ")",
+    )
+    _add_data_and_output_flags(parser)
+    return parser
+
+
+def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    """The tuning grid's flags: learning rates, their schedules, temperature schedules."""
     tuning = parser.add_argument_group("tuning grid (every learning rate x every schedule)")
     tuning.add_argument("--tune-epochs", type=int, default=20, help="epochs of each tuning run")
     tuning.add_argument(
@@ -108,14 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=grid.ANNEAL_EVERY,
         help="steps between temperature updates of the annealed schedules",
     )
-    parser.add_argument(
-        "--eval-samples",
-        type=int,
-        default=None,
-        help="k of the importance-weighted bound at the end of each run (default: "
-        + ", ".join(f"{t.eval_samples} for {name}" for name, t in grid.TABLES.items())
-        + ")",
-    )
+
+
+def _add_data_and_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the data, the runs, the report and the compilation cache are; progress; smoke test."""
     io = parser.add_argument_group("data and outputs")
     mnist_cli.add_settings(io, ["data_dir", "allow_unverified_data"])
     io.add_argument(
@@ -148,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test: use only the first N images of each part of the data (runs go to "
         "ROOT/limitN; the report says so)",
     )
-    return parser
 
 
 def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedule, ...], ...]:

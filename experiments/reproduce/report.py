@@ -103,60 +103,71 @@ def summarize(
         if not finished:
             continue
         records = [outputs.read_metrics(run.workdir) for run in finished]
-        last = [r[-1] for r in records]
-        neg_elbo_mean, neg_elbo_std = _mean_std([r["test/neg_elbo"] for r in last])
-        nll_iwae_mean, nll_iwae_std = _mean_std([r["test/nll_iwae"] for r in last])
-        devices = sorted({_device(run.workdir) for run in finished})
-        choice = choices[name]
-        variant = finished[0].variant
         epochs = finished[0].epochs
         curves[name] = np.array(
             [[by_epoch["test/neg_elbo"] for by_epoch in _by_epoch(r, epochs)] for r in records]
         )
-        results[name] = {
-            "estimator": variant.estimator,
-            "gumbel_rao_samples": variant.gumbel_rao_samples,
-            "neg_elbo_mean": neg_elbo_mean,
-            "neg_elbo_std": neg_elbo_std,
-            "nll_iwae_mean": nll_iwae_mean,
-            "nll_iwae_std": nll_iwae_std,
-            **_train_bound(last),
-            "iwae_samples": sorted({r["iwae_samples"] for r in last}),
-            "seeds": [run.seed for run in finished],
-            "epochs": epochs,
-            "tuning_epochs": choice.epochs,
-            "latents": table.latents,
-            "categories": table.categories,
-            "binarization": grid.BINARIZE,
-            "seconds_per_epoch": statistics.median(x["seconds"] for r in records for x in r),
-            "device": ", ".join(devices),
-            "settings": choice.candidate.to_dict(),
-            "tuning": {
-                "split": _split_text(limit_examples),
-                "epochs": choice.epochs,
-                "seed": grid.TUNE_SEED,
-                "candidates": [
-                    {**candidate.to_dict(), "validation_neg_elbo": _finite_or_none(score)}
-                    for candidate, score in choice.scores
-                ],
-            },
-            "per_seed": [
-                {
-                    "seed": run.seed,
-                    "neg_elbo": _finite_or_none(r["test/neg_elbo"]),
-                    "nll_iwae": _finite_or_none(r["test/nll_iwae"]),
-                }
-                for run, r in zip(finished, last, strict=True)
-            ],
-            "published": dict(published.PAPER_RESULTS[table.latent_type].get(name, ())),
-        }
-        if table.latent_type != "categorical":
-            results[name]["latent_type"] = table.latent_type
-        if limit_examples is not None:
-            results[name]["limit_examples"] = limit_examples
+        results[name] = _row(name, finished, records, choices[name], table, limit_examples)
     return Summary(
         results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running)
     )
+
+
+def _row(
+    name: str,
+    finished: Sequence[grid.CampaignRun],
+    records: Sequence[Sequence[dict[str, Any]]],
+    choice: campaign.Choice,
+    table: grid.Table,
+    limit_examples: int | None,
+) -> dict[str, Any]:
+    """The JSON entry of estimator ``name`` from its finished runs and their metrics records."""
+    last = [r[-1] for r in records]
+    neg_elbo_mean, neg_elbo_std = _mean_std([r["test/neg_elbo"] for r in last])
+    nll_iwae_mean, nll_iwae_std = _mean_std([r["test/nll_iwae"] for r in last])
+    variant = finished[0].variant
+    row = {
+        "estimator": variant.estimator,
+        "gumbel_rao_samples": variant.gumbel_rao_samples,
+        "neg_elbo_mean": neg_elbo_mean,
+        "neg_elbo_std": neg_elbo_std,
+        "nll_iwae_mean": nll_iwae_mean,
+        "nll_iwae_std": nll_iwae_std,
+        **_train_bound(last),
+        "iwae_samples": sorted({r["iwae_samples"] for r in last}),
+        "seeds": [run.seed for run in finished],
+        "epochs": finished[0].epochs,
+        "tuning_epochs": choice.epochs,
+        "latents": table.latents,
+        "categories": table.categories,
+        "binarization": grid.BINARIZE,
+        "seconds_per_epoch": statistics.median(x["seconds"] for r in records for x in r),
+        "device": ", ".join(sorted({_device(run.workdir) for run in finished})),
+        "settings": choice.candidate.to_dict(),
+        "tuning": {
+            "split": _split_text(limit_examples),
+            "epochs": choice.epochs,
+            "seed": grid.TUNE_SEED,
+            "candidates": [
+                {**candidate.to_dict(), "validation_neg_elbo": _finite_or_none(score)}
+                for candidate, score in choice.scores
+            ],
+        },
+        "per_seed": [
+            {
+                "seed": run.seed,
+                "neg_elbo": _finite_or_none(r["test/neg_elbo"]),
+                "nll_iwae": _finite_or_none(r["test/nll_iwae"]),
+            }
+            for run, r in zip(finished, last, strict=True)
+        ],
+        "published": dict(published.PAPER_RESULTS[table.latent_type].get(name, ())),
+    }
+    if table.latent_type != "categorical":
+        row["latent_type"] = table.latent_type
+    if limit_examples is not None:
+        row["limit_examples"] = limit_examples
+    return row
 
 
 def _train_bound(last: Sequence[dict[str, Any]]) -> dict[str, float | None]:

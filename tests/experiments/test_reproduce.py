@@ -109,8 +109,12 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
 
     table = (results / report.MARKDOWN_FILE).read_text()
     rows = [line for line in table.splitlines() if line.startswith("|")]
-    header = "| Estimator | Test neg. ELBO | IWAE NLL | s/epoch | Chosen settings | Published |"
+    header = (
+        "| Estimator | Test neg. ELBO | IWAE NLL | Train neg. ELBO | s/epoch | Chosen settings "
+        "| Published |"
+    )
     assert rows[0] == header
+    assert all(entry["train_neg_elbo_mean"] > 50 for entry in data.values())
     assert all(row.count("|") == header.count("|") for row in rows[:4])
     assert rows[2].startswith("| ST Gumbel-Softmax | ") and "Jang 2017 ST-GS 107.8" in rows[2]
     assert f"{data['st']['neg_elbo_mean']:.2f}" in rows[2]
