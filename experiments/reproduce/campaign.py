@@ -332,7 +332,11 @@ def _report(
     from experiments.reproduce import report
 
     summary = report.summarize(
-        final_runs, choices, table=plan.table, limit_examples=plan.limit_examples
+        final_runs,
+        choices,
+        table=plan.table,
+        limit_examples=plan.limit_examples,
+        tune_runs=plan.tune_runs,
     )
     if not summary.results:
         raise CampaignError(

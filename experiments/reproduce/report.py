@@ -44,6 +44,8 @@ class Summary:
       table: the comparison.
       running: ``(estimator name, finished runs, runs)`` of each estimator left out of
         ``results`` because some of its final runs are not finished.
+      training_hours: hours of training steps (evaluation not counted) of the tuning runs and
+        of the final runs reported, or ``None`` when the tuning runs were not given.
     """
 
     results: dict[str, dict[str, Any]]
@@ -53,6 +55,7 @@ class Summary:
     failed: tuple[str, ...] = ()
     table: grid.Table = grid.CATEGORICAL
     running: tuple[tuple[str, int, int], ...] = ()
+    training_hours: tuple[float, float] | None = None
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -72,6 +75,7 @@ def summarize(
     *,
     table: grid.Table = grid.CATEGORICAL,
     limit_examples: int | None = None,
+    tune_runs: Sequence[grid.CampaignRun] | None = None,
 ) -> Summary:
     """Gathers the final runs of each estimator whose runs have all ended.
 
@@ -80,6 +84,7 @@ def summarize(
       choices: the tuning's outcome, by estimator name.
       table: the comparison the runs belong to.
       limit_examples: the data limit of a smoke test, recorded in the results.
+      tune_runs: the tuning runs, to add up the table's training time.
 
     Returns:
       The :class:`Summary`. Each entry of ``results`` has ``neg_elbo_mean``, ``neg_elbo_std``
@@ -108,9 +113,23 @@ def summarize(
             [[by_epoch["test/neg_elbo"] for by_epoch in _by_epoch(r, epochs)] for r in records]
         )
         results[name] = _row(name, finished, records, choices[name], table, limit_examples)
+    hours = None
+    if tune_runs is not None:
+        reported = [run for runs in final_runs.values() for run in runs]
+        hours = (_training_hours(tune_runs), _training_hours(reported))
     return Summary(
-        results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running)
+        results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running), hours
     )
+
+
+def _training_hours(runs: Sequence[grid.CampaignRun]) -> float:
+    """Hours of training steps of ``runs`` (their epochs' ``seconds``; evaluation not counted)."""
+    seconds = sum(
+        record["seconds"]
+        for run in runs
+        for record in _latest_per_epoch(outputs.read_metrics(run.workdir))
+    )
+    return seconds / 3600
 
 
 def _row(
@@ -193,6 +212,12 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def _latest_per_epoch(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record written for each epoch, in epoch order."""
+    latest = {r["epoch"]: r for r in records}
+    return [latest[epoch] for epoch in sorted(latest)]
+
+
 def _by_epoch(records: Sequence[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
     """The records of epochs ``1..epochs``, the last written for each epoch."""
     latest = {r["epoch"]: r for r in records}
@@ -246,6 +271,13 @@ def markdown(summary: Summary) -> str:
         ]
     if results:
         lines += _tuning_table(summary)
+    if summary.training_hours is not None:
+        tuning, final = summary.training_hours
+        lines += [
+            f"Training time: {tuning + final:.1f} hours of training steps ({tuning:.1f} tuning, "
+            f"{final:.1f} final runs; evaluation not counted).",
+            "",
+        ]
     return "\n".join(lines)
 
 

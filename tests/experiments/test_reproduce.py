@@ -478,7 +478,9 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
     }
     for run, train in zip(final["disarm"], [104.0, 106.0], strict=True):
         _write_run(run, [130.0, 110.0], train=train)
-    summary = report.summarize(final, choices, table=table)
+    summary = report.summarize(final, choices, table=table, tune_runs=tune)
+    # _write_run's epochs take 3 and 4 seconds: 7 s per run.
+    assert summary.training_hours == pytest.approx((7 / 3600, 14 / 3600))
     entry = summary.results["disarm"]
     assert ENTRY_KEYS <= set(entry)
     assert (entry["latent_type"], entry["latents"], entry["categories"]) == ("bernoulli", 200, None)
@@ -492,3 +494,4 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
         in text
     )
     assert "784-200-200-(200), leaky relu" in text
+    assert "Training time: 0.0 hours of training steps (0.0 tuning, 0.0 final runs;" in text
