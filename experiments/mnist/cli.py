@@ -233,6 +233,11 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
         if main_process:
             print(f"error: {error}", file=sys.stderr)
         return DIVERGED
+    except jax.errors.JaxRuntimeError as error:
+        if (message := describe_out_of_memory(error)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except run.Interrupted as interruption:
         if main_process:
             print(interruption, file=sys.stderr)
@@ -248,6 +253,20 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
     if main_process:
         _print_outputs(config, final, checkpoints.CHECKPOINT_DIR)
     return 0
+
+
+def describe_out_of_memory(error: jax.errors.JaxRuntimeError) -> str | None:
+    """One line for XLA's out-of-memory error (``RESOURCE_EXHAUSTED``) naming the flags that
+    size the arrays; ``None`` for any other runtime error."""
+    text = str(error)
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    first = text.strip().splitlines()[0]
+    return (
+        f"the device ran out of memory ({first}): lower --eval-batch-size or --batch-size, or "
+        "the model's size (--latents, --categories, --hidden, --gumbel-rao-samples, "
+        "--num-samples); the checkpoints of finished epochs are kept"
+    )
 
 
 def _latents_text(config: Config) -> str:

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
 from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
 from experiments.mnist.config import LR_SCHEDULES, ConfigError
@@ -310,6 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:
         print(f"error: {workdir.describe_write_failure(error)}", file=sys.stderr)
+        return 2
+    except jax.errors.JaxRuntimeError as error:
+        if (message := mnist_cli.describe_out_of_memory(error)) is None:
+            raise
+        print(f"error: {message}; rerun the same command to continue", file=sys.stderr)
         return 2
     except run.Interrupted as interruption:
         print(f"{interruption}, which also continues the campaign", file=sys.stderr)

@@ -598,3 +598,15 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes(data_dir, t
         "disk space"
     ), err
     assert cli.main(_args(data_dir, workdir, 1)) == 0
+
+
+def test_running_out_of_memory_is_one_line_and_keeps_the_checkpoints(data_dir, tmp_path, capsys):
+    """An evaluation batch of 10**9 images asks XLA for 3 TB: one line naming the flags, exit 2."""
+    workdir = tmp_path / "oom"
+    args = _args(data_dir, workdir, 1)
+    args[args.index("--eval-batch-size") + 1] = str(10**9)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the device ran out of memory (RESOURCE_EXHAUSTED")
+    assert "lower --eval-batch-size" in err and len(err.splitlines()) == 1
+    assert any((workdir / checkpoints.CHECKPOINT_DIR).iterdir())  # the epoch before evaluation
