@@ -281,16 +281,11 @@ def score_function_loss(
         pixel_logits = model.decode(z.reshape(num * batch, *z.shape[2:])).reshape(num, batch, -1)
         return losses.bernoulli_nll(pixel_logits, jnp.broadcast_to(x, pixel_logits.shape))
 
-    if config.estimator == "disarm":
-        recon = estimators.disarm(key, logits, reconstruction)
-    else:
-        recon = estimators.reinforce_loo(
-            key,
-            logits,
-            reconstruction,
-            num_samples=config.num_samples,
-            distribution=config.latent_type,
-        )
+    options = {"num_samples": config.num_samples, "distribution": config.latent_type}
+    surrogate = estimators.get_surrogate(config.estimator)
+    recon = surrogate(
+        key, logits, reconstruction, **({} if config.estimator == "disarm" else options)
+    )
     return jnp.mean(recon + latents.get(config.latent_type).kl_to_prior(logits))
 
 
