@@ -102,10 +102,13 @@ class Table:
 
     @property
     def architecture(self) -> str:
-        """The encoder in words, e.g. ``784-512-256-(20x10), ReLU``."""
+        """The encoder in words, e.g. ``784-512-256-(20x10) with ReLU``."""
         latent = f"{self.latents}x{self.categories}" if self.categories else str(self.latents)
         widths = "-".join(map(str, self.hidden))
-        return f"784-{widths}-({latent}), {self.activation.replace('_', ' ')}"
+        return f"784-{widths}-({latent}) with {_ACTIVATION_NAMES[self.activation]}"
+
+
+_ACTIVATION_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU (slope 0.3)", "tanh": "tanh"}
 
 
 TABLES: dict[str, Table] = {
