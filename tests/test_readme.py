@@ -21,7 +21,11 @@ DOCUMENTS = [
     ROOT / "benchmarks" / "README.md",
     ROOT / "CHANGELOG.md",
 ]
-REPORTS = [ROOT / "results" / "reproduction.md", ROOT / "results" / "cosine" / "reproduction.md"]
+REPORTS = [
+    ROOT / "results" / "reproduction.md",
+    ROOT / "results" / "cosine" / "reproduction.md",
+    ROOT / "results" / "binary" / "reproduction.md",
+]
 # The line .ci/run looks for in README.md.
 TEST_COMMAND = (
     'pip install -e ".[test]" && ruff check . && ruff format --check . && python -m pytest'

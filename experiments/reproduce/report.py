@@ -15,6 +15,7 @@ import json
 import math
 import os
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -364,7 +365,7 @@ def save_curves(path: Path, summary: Summary) -> Path:
     """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded."""
     with outputs.epoch_axes(
         path,
-        title=f"{summary.table.title[0].upper()}{summary.table.title[1:]}: test loss by epoch",
+        title="\n".join(textwrap.wrap(f"Test loss by epoch: {summary.table.title}", 60)),
         ylabel="test negative ELBO (nats)",
         figsize=(7, 4.5),
         legend_fontsize=8,
