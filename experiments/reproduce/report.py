@@ -336,8 +336,10 @@ def _results_table(summary: Summary) -> list[str]:
     lines.append("")
     scored = {n: e["neg_elbo_mean"] for n, e in results.items() if e["neg_elbo_mean"] is not None}
     if scored:
-        best = min(scored, key=scored.get)
-        lines += [f"Best: {table.variant_title(best)}, {scored[best]:.2f} nats.", ""]
+        # Every row that ties with the lowest at the table's precision.
+        best = f"{min(scored.values()):.2f}"
+        names = [table.variant_title(n) for n, value in scored.items() if f"{value:.2f}" == best]
+        lines += [f"Best: {' and '.join(names)}, {best} nats.", ""]
     return lines
 
 

@@ -494,4 +494,5 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
         in text
     )
     assert "encoder 784-200-200-(200) with LeakyReLU (slope 0.3) and mirrored decoder" in text
+    assert "Best: DisARM, 1 pair (2 evaluations), 110.00 nats." in text
     assert "Training time: 0.0 hours of training steps (0.0 tuning, 0.0 final runs;" in text
