@@ -18,7 +18,8 @@ from gumbel_jax.estimators import SURROGATE_NAMES as SCORE_FUNCTION_ESTIMATORS
 
 # Pathwise estimators (a sample with a gradient) and score-function ones (a surrogate of the loss).
 ESTIMATORS = PATHWISE_ESTIMATORS + SCORE_FUNCTION_ESTIMATORS
-ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+# The hidden layers' nonlinearities (``experiments.mnist.models`` implements them), in words.
+ACTIVATIONS = {"relu": "ReLU", "leaky_relu": "LeakyReLU (slope 0.3)", "tanh": "tanh"}
 
 BINARIZATIONS = ("dynamic", "none")
 # Seeds are 0 .. SEEDS - 1: jax.random.key(seed) keeps the low 32 bits (2**32 is seed 0 again).
@@ -152,7 +153,7 @@ class Config:
         help="nonlinearity of the hidden layers (leaky_relu: slope 0.3 below zero)",
         group=MODEL,
         defines_run=True,
-        choices=ACTIVATIONS,
+        choices=tuple(ACTIVATIONS),
     )
     epochs: int = setting(
         10, help="total epochs (a resumed run continues)", group=TRAINING, defines_run=False

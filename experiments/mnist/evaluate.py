@@ -213,6 +213,6 @@ def sample_prior(model: models.DiscreteVAE, *, num: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("graphdef", "num"))
 def _sample_prior(graphdef, params, *, num: int) -> jax.Array:
     model = nnx.merge(graphdef, params)
-    kind = latents.get(model.latent_type)
-    z = kind.exact_sample(jax.random.key(EVAL_SEED), kind.prior_logits(num, model.latent_shape))
+    uniform = jnp.zeros((num, *model.latent_shape))  # the uniform prior's logits, either type
+    z = latents.get(model.latent_type).exact_sample(jax.random.key(EVAL_SEED), uniform)
     return jax.nn.sigmoid(model.decode(z))

@@ -47,11 +47,6 @@ class LatentType:
         """The shape of one example's sample: ``(latents, categories)`` or ``(latents,)``."""
         return (latents, categories) if self.name == "categorical" else (latents,)
 
-    @property
-    def event_ndim(self) -> int:
-        """Trailing axes of a sample that belong to one example (2 categorical, 1 bernoulli)."""
-        return 2 if self.name == "categorical" else 1
-
     def exact_sample(self, key: jax.Array, logits: jax.Array) -> jax.Array:
         """An exact sample of the posterior: one-hot along the last axis, or 0.0/1.0.
 
@@ -90,10 +85,6 @@ class LatentType:
             latents, categories = logits_shape[-2:]
             return -latents * jnp.log(categories)
         return -logits_shape[-1] * jnp.log(2.0)
-
-    def prior_logits(self, num: int, latent_shape: tuple[int, ...]) -> jax.Array:
-        """Logits of the uniform prior for ``num`` examples, ``[num, *latent_shape]`` zeros."""
-        return jnp.zeros((num, *latent_shape))
 
     def pathwise(self, estimator: str, *, gumbel_rao_samples: int) -> PathwiseEstimator:
         """The pathwise estimator ``estimator`` for this kind of latent.

@@ -24,8 +24,9 @@ from flax import nnx
 from experiments.mnist import latents as latent_types
 from experiments.mnist.config import Config
 
-# The hidden layers' nonlinearity, by its ``Config.activation`` name. ``leaky_relu`` has slope
-# 0.3 below zero, as in the DisARM paper's code (Keras's default), not jax.nn's 0.01.
+# The hidden layers' nonlinearity, by its ``Config.activation`` name (the keys of
+# ``config.ACTIVATIONS``). ``leaky_relu`` has slope 0.3 below zero, as in the DisARM paper's code
+# (Keras's default), not jax.nn's 0.01.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.3),

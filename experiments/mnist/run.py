@@ -173,13 +173,9 @@ def _owned_run(
     config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh, steps: int
 ) -> dict[str, Any]:
     """:func:`train_and_evaluate` once the workdir is this run's."""
-    test_x = parallel.replicate(
-        evaluate.pixels_binarized_once(data.test_images, config.binarize), mesh
-    )
-    # The training set binarized once, for the final epoch's training-set bound.
-    train_x = parallel.replicate(
-        evaluate.pixels_binarized_once(data.train_images, config.binarize), mesh
-    )
+    test_x = _pixels(data.test_images, config.binarize, mesh)
+    # The training set's pixels are made only for the last epoch's training-set bound.
+    train_pixels = functools.partial(_pixels, data.train_images, config.binarize, mesh)
     state = create_train_state(config, data_dim=test_x.shape[-1], total_steps=config.epochs * steps)
     state = parallel.replicate(state, mesh)
     run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
@@ -188,7 +184,7 @@ def _owned_run(
             saved, state, config, run_info=run_info, steps=steps
         )
         with stop_on_signals() as received_signal:
-            epoch_end = _EpochEnd(config, (test_x, train_x), saved, run_info, received_signal)
+            epoch_end = _EpochEnd(config, test_x, train_pixels, saved, run_info, received_signal)
             if unevaluated is not None:
                 epoch_end.record(state, unevaluated)
             state = _fit(state, data, config, mesh, epoch_end, partial_epoch, steps=steps)
@@ -202,6 +198,11 @@ def _owned_run(
     if late_signal is not None:
         raise Interrupted(late_signal, step=int(state.step), directory=saved.directory)
     return last
+
+
+def _pixels(images: np.ndarray, mode: str, mesh: jax.sharding.Mesh) -> jax.Array:
+    """``images`` binarized once with the evaluation's fixed key, on the mesh's devices."""
+    return parallel.replicate(evaluate.pixels_binarized_once(images, mode), mesh)
 
 
 def _fit(
@@ -313,13 +314,14 @@ class _EpochEnd:
     def __init__(
         self,
         config: Config,
-        pixels: tuple[jax.Array, jax.Array],
+        test_x: jax.Array,
+        train_pixels: Callable[[], jax.Array],
         saved: checkpoints.RunCheckpoints,
         run_info: dict[str, Any],
         received_signal: Callable[[], int | None],
     ):
         self.config, self.saved, self.run_info = config, saved, run_info
-        self.test_x, self.train_x = pixels
+        self.test_x, self.train_pixels = test_x, train_pixels
         self.received_signal = received_signal
         self.last: dict[str, Any] = {}
 
@@ -350,7 +352,7 @@ class _EpochEnd:
                 self.test_x,
                 config=config,
                 should_stop=None if signalled_before else self._signalled,
-                train_x=self.train_x,
+                train_x=self.train_pixels() if result.epoch == config.epochs else None,
             )
         except evaluate.Stopped:
             self.saved.wait_until_finished()

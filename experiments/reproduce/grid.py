@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments.mnist.config import SCORE_FUNCTION_ESTIMATORS, Config
+from experiments.mnist.config import ACTIVATIONS, SCORE_FUNCTION_ESTIMATORS, Config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +105,7 @@ class Table:
         """The encoder in words, e.g. ``784-512-256-(20x10) with ReLU``."""
         latent = f"{self.latents}x{self.categories}" if self.categories else str(self.latents)
         widths = "-".join(map(str, self.hidden))
-        return f"784-{widths}-({latent}) with {_ACTIVATION_NAMES[self.activation]}"
-
-
-_ACTIVATION_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU (slope 0.3)", "tanh": "tanh"}
+        return f"784-{widths}-({latent}) with {ACTIVATIONS[self.activation]}"
 
 
 TABLES: dict[str, Table] = {

@@ -110,8 +110,9 @@ def summarize(
             continue
         records = [outputs.read_metrics(run.workdir) for run in finished]
         epochs = finished[0].epochs
+        by_epoch = [_latest_per_epoch(r) for r in records]
         curves[name] = np.array(
-            [[by_epoch["test/neg_elbo"] for by_epoch in _by_epoch(r, epochs)] for r in records]
+            [[by[epoch]["test/neg_elbo"] for epoch in range(1, epochs + 1)] for by in by_epoch]
         )
         results[name] = _row(name, finished, records, choices[name], table, limit_examples)
     hours = None
@@ -128,7 +129,7 @@ def _training_hours(runs: Sequence[grid.CampaignRun]) -> float:
     seconds = sum(
         record["seconds"]
         for run in runs
-        for record in _latest_per_epoch(outputs.read_metrics(run.workdir))
+        for record in _latest_per_epoch(outputs.read_metrics(run.workdir)).values()
     )
     return seconds / 3600
 
@@ -213,16 +214,9 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _latest_per_epoch(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last record written for each epoch, in epoch order."""
-    latest = {r["epoch"]: r for r in records}
-    return [latest[epoch] for epoch in sorted(latest)]
-
-
-def _by_epoch(records: Sequence[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
-    """The records of epochs ``1..epochs``, the last written for each epoch."""
-    latest = {r["epoch"]: r for r in records}
-    return [latest[epoch] for epoch in range(1, epochs + 1)]
+def _latest_per_epoch(records: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The last record written for each epoch, by epoch."""
+    return {r["epoch"]: r for r in records}
 
 
 def _device(workdir: Path) -> str:
