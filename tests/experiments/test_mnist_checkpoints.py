@@ -118,6 +118,8 @@ def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
 ):
     """SIGINT after the 3rd chunk (step 10, mid-epoch 2): 130, checkpoint, exact resume."""
     workdir = tmp_path / "run"
+    # What the caller had: Python's default handler, or SIG_IGN under `nohup ... &`.
+    handler_before = signal.getsignal(signal.SIGINT)
     _signal_at_chunk(monkeypatch, 3)
     assert cli.main(_args(data_dir, workdir, 2)) == 130
     monkeypatch.undo()
@@ -125,7 +127,7 @@ def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
     assert "SIGINT received: stopping after the current chunk" in err
     assert f"saved a checkpoint at step 10 in {workdir / 'checkpoints'}" in err
     assert "Traceback" not in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
     assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1]
 
     assert cli.main(_args(data_dir, workdir, 2)) == 0

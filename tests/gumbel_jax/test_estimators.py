@@ -4,6 +4,8 @@ Statistical tests use fixed keys, >= 1e5 draws and a chi-square / Kolmogorov-Smi
 threshold ``P_MIN``, or 5 standard errors for means, so they fail only on real bugs.
 """
 
+from unittest import mock
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -164,13 +166,23 @@ class GumbelRaoTest(chex.TestCase):
         ("k3_odd", 3, 1.3),
         ("k1", 1, 0.5),
         ("per_row", 4, None),
+        # The backward pass in chunks (16 * 3 * 6 = 288 logits, 2 variates per Threefry block):
+        # 2 scan steps of 2 blocks, then the 5th block, whose second word is unused (k odd);
+        # 4 steps of 1 block; 1 step of 3 blocks, then 2 blocks.
+        ("k9_scan_then_odd_block", 9, 0.7, 4 * 288),
+        ("k8_one_block_per_step", 8, None, 2 * 288),
+        ("k10_scan_then_two_blocks", 10, 1.3, 6 * 288),
     )
     def test_backward_is_the_rao_blackwellised_softmax_of_the_conditional_noise(
-        self, num_samples, temperature
+        self, num_samples, temperature, chunk_variates=None
     ):
         # The custom VJP (noise drawn again in the backward pass, closed form) against autodiff
         # of the direct formula: mean_k softmax((logits + G_k) / tau), G_k = _conditional_gumbel
         # with the same key, treated as constants.
+        if chunk_variates is not None:
+            self.enter_context(
+                mock.patch.object(estimators, "_BACKWARD_CHUNK_VARIATES", chunk_variates)
+            )
         logits = 2.0 * jax.random.normal(jax.random.key(5), (16, 3, 6))
         logits = logits.at[:, 0, 2].set(-jnp.inf)
         cotangent = jax.random.normal(jax.random.key(6), (16, 3, 6))
