@@ -186,12 +186,12 @@ def _exponentials(seed: jax.Array, num_samples: int, shape: tuple[int, ...]) -> 
     ``U`` is uniform on ``[tiny, 1)`` with 23 random bits, as in ``jax.random.gumbel`` (so
     ``E > 0`` and finite). The bits are Threefry-2x32 (``_threefry_2x32``) of counters under the
     2-word ``seed``, both 32-bit halves of each block used (samples ``j`` and ``j + ceil(k / 2)``
-    share blocks): half the hashing of ``jax.random.bits`` under ``jax_threefry_partitionable``,
-    which hashes a block per word. On CPU the bits are a large part of Gumbel-Rao's backward.
+    share blocks). On CPU the bits are a large part of Gumbel-Rao's backward.
     """
-    pairs = _num_pairs(num_samples, math.prod(shape))
-    first, second = _exponential_pairs(seed, jnp.uint32(0), pairs, shape)
-    return jnp.concatenate([first, second])[:num_samples]
+    size = math.prod(shape)
+    pairs = _num_pairs(num_samples, size)
+    counters = jnp.arange(pairs * size, dtype=jnp.uint32).reshape(pairs, *shape)
+    return jnp.concatenate(_exponentials_at(seed, counters))[:num_samples]
 
 
 def _num_pairs(num_samples: int, size: int) -> int:
@@ -205,19 +205,14 @@ def _num_pairs(num_samples: int, size: int) -> int:
     return pairs
 
 
-def _exponential_pairs(
-    seed: jax.Array, first_pair: jax.Array, num_pairs: int, shape: tuple[int, ...]
-) -> tuple[jax.Array, jax.Array]:
-    """Pairs ``first_pair .. first_pair + num_pairs - 1`` of ``_exponentials``' samples.
+def _exponentials_at(seed: jax.Array, counters: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two exponentials of each Threefry block ``counters`` (uint32) of ``_exponentials``.
 
-    Pair ``j`` is the Threefry block of counters ``j * size + [0, size)``; its first words give
-    sample ``j`` and its second words sample ``j + ceil(k / 2)``. Returns the two halves, each
-    float32 ``[num_pairs, *shape]``; ``first_pair`` may be traced.
+    Block ``j * size + i`` holds sample ``j`` (first word) and sample ``j + ceil(k / 2)``
+    (second word) of logit ``i`` (flat index). Returns two float32 arrays of ``counters``' shape.
     """
-    size = math.prod(shape)
-    counters = first_pair * jnp.uint32(size) + jnp.arange(num_pairs * size, dtype=jnp.uint32)
     words = _threefry_2x32(seed[0], seed[1], counters, jnp.zeros_like(counters))
-    return tuple(_uniform_to_exponential(w).reshape(num_pairs, *shape) for w in words)
+    return tuple(_uniform_to_exponential(w) for w in words)
 
 
 def _uniform_to_exponential(words: jax.Array) -> jax.Array:
@@ -312,75 +307,84 @@ def _rao_blackwell_bwd(num_samples, axis, residuals, g):
     ``-mean_k sum_j (J(s_k) g)_j gap_j / tau**2`` (a softmax is unchanged by a shift, so ``gap``
     may stand for the perturbed logits).
 
-    The samples are drawn and summed a few Threefry blocks at a time (``_backward_chunks``: a
-    ``lax.scan`` whose intermediates stay in the CPU's cache), the same numbers as drawing them
-    all at once, summed in another order.
+    The rows of logits (the category axis moved last) are taken a few at a time
+    (``_backward_chunks``: a ``lax.scan`` whose ``[2, ceil(k / 2), rows, categories]``
+    intermediates stay in the CPU's caches): the same samples as ``_exponentials`` draws, summed
+    over ``k`` for each row.
     """
     logits, tau, hard, seed = residuals
-    c = axis + 2  # the category axis of the chunks' [2, pairs, *shape] arrays
-    size = math.prod(logits.shape)
+    shape = logits.shape
+    size = math.prod(shape)
     pairs = _num_pairs(num_samples, size)
-    odd = num_samples % 2 == 1  # then the last block's second word is not a sample
-    inv_p = jnp.exp(-jax.nn.log_softmax(logits, axis=axis))  # inf at masked categories
-    is_hard = hard > 0
-    inv_tau = 1.0 / tau
-    g = g.astype(logits.dtype)
+    categories = shape[axis]
 
-    def chunk_sums(first_pair, num_pairs, ends_odd):
-        """Sums of ``J(s) g`` and ``J(s) g * gap`` over the samples of ``num_pairs`` blocks."""
-        e = jnp.stack(_exponential_pairs(seed, first_pair, num_pairs, logits.shape))
-        e = e.astype(logits.dtype)  # [2, num_pairs, *shape]
-        scale = inv_p / jnp.sum(jnp.where(is_hard, e, 0.0), axis=c, keepdims=True)
-        gap = jnp.where(is_hard, 0.0, -jnp.log1p(e * scale))  # -inf at masked categories
-        w = jnp.exp(gap * inv_tau)
-        inv_total = 1.0 / jnp.sum(w, axis=c, keepdims=True)
-        mean_g = jnp.sum(w * g, axis=c, keepdims=True) * inv_total
-        jg = (w * inv_total) * (g - mean_g)
-        if ends_odd:
-            is_sample = np.ones((2, num_pairs), bool)
-            is_sample[1, -1] = False
-            jg = jnp.where(is_sample.reshape(is_sample.shape + (1,) * logits.ndim), jg, 0.0)
+    def by_row(x):  # [*shape] -> [rows, categories]
+        return jnp.moveaxis(jnp.broadcast_to(x, shape), axis, -1).reshape(-1, categories)
+
+    inv_p = by_row(jnp.exp(-jax.nn.log_softmax(logits, axis=axis)))  # inf at masked categories
+    is_hard = by_row(hard > 0)
+    inv_tau = by_row(1.0 / tau)
+    g = by_row(g.astype(logits.dtype))
+    flat_index = by_row(jnp.arange(size, dtype=jnp.uint32).reshape(shape))
+    block_base = jnp.arange(pairs, dtype=jnp.uint32)[:, None, None] * jnp.uint32(size)
+    # The second word of the last block is not a sample when k is odd.
+    is_sample = np.ones((2, pairs, 1, 1), bool)
+    is_sample[1, -1] = num_samples % 2 == 0
+
+    def row_sums(first_row, num_rows):
+        """Sums over the samples of ``J(s) g`` and ``J(s) g * gap``, ``[num_rows, categories]``."""
+        rows = functools.partial(
+            jax.lax.dynamic_slice_in_dim, start_index=first_row, slice_size=num_rows
+        )
+        e = jnp.stack(_exponentials_at(seed, block_base + rows(flat_index)))
+        e = e.astype(logits.dtype)  # [2, pairs, num_rows, categories]
+        scale = rows(inv_p) / jnp.sum(jnp.where(rows(is_hard), e, 0.0), axis=-1, keepdims=True)
+        gap = jnp.where(rows(is_hard), 0.0, -jnp.log1p(e * scale))  # -inf at masked categories
+        w = jnp.exp(gap * rows(inv_tau))
+        inv_total = 1.0 / jnp.sum(w, axis=-1, keepdims=True)
+        mean_g = jnp.sum(w * rows(g), axis=-1, keepdims=True) * inv_total
+        jg = jnp.where(is_sample, (w * inv_total) * (rows(g) - mean_g), 0.0)
         return jnp.sum(jg, axis=(0, 1)), jnp.sum(jnp.where(w > 0, jg * gap, 0.0), axis=(0, 1))
 
-    pairs_per_step, steps = _backward_chunks(pairs, size, odd)
-    grad_sum = gap_sum = jnp.zeros(logits.shape, logits.dtype)
+    num_rows = size // categories
+    rows_per_step, steps = _backward_chunks(num_rows, 2 * pairs * categories)
+    pieces = []
     if steps:
-
-        def step(totals, first_pair):
-            sums = chunk_sums(first_pair, pairs_per_step, False)
-            return jax.tree.map(jnp.add, totals, sums), None
-
-        firsts = jnp.arange(steps, dtype=jnp.uint32) * jnp.uint32(pairs_per_step)
-        (grad_sum, gap_sum), _ = jax.lax.scan(step, (grad_sum, gap_sum), firsts)
-    if pairs > steps * pairs_per_step:  # the blocks after the scan, in one piece
-        first = steps * pairs_per_step
-        tail_grad, tail_gap = chunk_sums(jnp.uint32(first), pairs - first, odd)
-        grad_sum, gap_sum = grad_sum + tail_grad, gap_sum + tail_gap
+        starts = jnp.arange(steps) * rows_per_step
+        _, scanned = jax.lax.scan(
+            lambda _, start: (None, row_sums(start, rows_per_step)), None, starts
+        )
+        pieces.append(jax.tree.map(lambda x: x.reshape(-1, categories), scanned))
+    if num_rows > steps * rows_per_step:  # the rows after the scan, in one piece
+        pieces.append(row_sums(steps * rows_per_step, num_rows - steps * rows_per_step))
+    moved_shape = (*shape[:axis], *shape[axis + 1 :], categories)
+    grad_sum, gap_sum = (
+        jnp.moveaxis(jnp.concatenate(parts).reshape(moved_shape), -1, axis)
+        for parts in zip(*pieces, strict=True)
+    )
     grad_logits = grad_sum / (num_samples * tau)
     grad_tau = _sum_to_shape(-gap_sum / (num_samples * tau * tau), jnp.shape(tau))
     return grad_logits, grad_tau, jnp.zeros_like(hard), jnp.zeros(seed.shape, jax.dtypes.float0)
 
 
-# Variates (2 per Threefry block) that one step of gumbel_rao's backward scan draws: 2 MB per
-# float32 intermediate, which stays in the L2 caches of a 2-core CPU while both cores work on it.
-# Measured on 2 AMD EPYC cores (1 MB of L2 each) at k = 100 on [100, 30, 10] logits: 2**19
-# took 2/3 of the time of no chunking; 2**18 and 2**20 gained little.
+# Variates that one step of gumbel_rao's backward scan draws: 2 MB per float32 intermediate,
+# which stays in the L2 caches of a 2-core CPU while both cores work on it. Measured on 2 AMD
+# EPYC cores (1 MB of L2 each) at k = 100 on [100, 30, 10] logits: 2**19 took 2/3 of the time of
+# no chunking; 2**18 and 2**20 gained little.
 _BACKWARD_CHUNK_VARIATES = 2**19
 
 
-def _backward_chunks(pairs: int, size: int, odd: bool) -> tuple[int, int]:
-    """``(blocks per scan step, scan steps)`` of gumbel_rao's backward pass.
+def _backward_chunks(num_rows: int, variates_per_row: int) -> tuple[int, int]:
+    """``(rows per scan step, scan steps)`` of gumbel_rao's backward pass.
 
-    ``pairs`` Threefry blocks of ``size`` variates each: the scan covers whole steps of
-    ``_BACKWARD_CHUNK_VARIATES`` variates or fewer, and the rest (which holds the last block when
-    ``odd``, the one whose second word is unused) is drawn in one piece after it. Logits too many
-    for one block to fit take no scan: all blocks in one piece, as before chunking.
+    Each step takes as many rows as ``_BACKWARD_CHUNK_VARIATES`` allows (at least one); the rows
+    left after the last whole step are drawn in one piece. Few enough rows for one step take no
+    scan: ``(num_rows, 0)``.
     """
-    per_step = _BACKWARD_CHUNK_VARIATES // (2 * size)
-    if per_step == 0:
-        return pairs, 0
-    per_step = min(per_step, pairs)
-    return per_step, (pairs - odd) // per_step
+    per_step = max(1, _BACKWARD_CHUNK_VARIATES // variates_per_row)
+    if per_step >= num_rows:
+        return num_rows, 0
+    return per_step, num_rows // per_step
 
 
 _rao_blackwell_one_hot.defvjp(_rao_blackwell_fwd, _rao_blackwell_bwd)

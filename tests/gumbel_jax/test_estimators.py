@@ -166,15 +166,19 @@ class GumbelRaoTest(chex.TestCase):
         ("k3_odd", 3, 1.3),
         ("k1", 1, 0.5),
         ("per_row", 4, None),
-        # The backward pass in chunks (16 * 3 * 6 = 288 logits, 2 variates per Threefry block):
-        # 2 scan steps of 2 blocks, then the 5th block, whose second word is unused (k odd);
-        # 4 steps of 1 block; 1 step of 3 blocks, then 2 blocks.
-        ("k9_scan_then_odd_block", 9, 0.7, 4 * 288),
-        ("k8_one_block_per_step", 8, None, 2 * 288),
-        ("k10_scan_then_two_blocks", 10, 1.3, 6 * 288),
+        # The backward pass in chunks of rows (16 * 3 = 48 rows of 6 categories, 2 * ceil(k / 2)
+        # variates per logit): 9 scan steps of 5 rows, then 3 rows (k odd: the last block's
+        # second word unused); 48 steps of 1 row; 3 steps of 16 rows.
+        ("k9_scan_then_rows", 9, 0.7, 5 * 60),
+        ("k8_one_row_per_step", 8, None, 1),
+        ("k10_scan_only", 10, 1.3, 16 * 60),
+        # The category axis in the middle: rows gathered across it, per-row temperatures along
+        # the last axis.
+        ("axis1", 5, None, None, 1),
+        ("axis1_chunked", 6, 0.7, 7 * 36, 1),
     )
     def test_backward_is_the_rao_blackwellised_softmax_of_the_conditional_noise(
-        self, num_samples, temperature, chunk_variates=None
+        self, num_samples, temperature, chunk_variates=None, axis=2
     ):
         # The custom VJP (noise drawn again in the backward pass, closed form) against autodiff
         # of the direct formula: mean_k softmax((logits + G_k) / tau), G_k = _conditional_gumbel
@@ -184,22 +188,23 @@ class GumbelRaoTest(chex.TestCase):
                 mock.patch.object(estimators, "_BACKWARD_CHUNK_VARIATES", chunk_variates)
             )
         logits = 2.0 * jax.random.normal(jax.random.key(5), (16, 3, 6))
-        logits = logits.at[:, 0, 2].set(-jnp.inf)
-        cotangent = jax.random.normal(jax.random.key(6), (16, 3, 6))
+        logits = jnp.moveaxis(logits.at[:, 0, 2].set(-jnp.inf), 2, axis)
+        cotangent = jnp.moveaxis(jax.random.normal(jax.random.key(6), (16, 3, 6)), 2, axis)
+        per_row = jnp.linspace(0.5, 2.0, 3)
         tau = (
-            jnp.linspace(0.5, 2.0, 3)[:, None] if temperature is None else jnp.float32(temperature)
+            jnp.float32(temperature) if temperature else per_row[:, None] if axis == 2 else per_row
         )
         key = jax.random.key(7)
 
         def direct(x, t):
             key_sample, key_noise = jax.random.split(key)
-            hard = estimators._one_hot_sample(key_sample, x, 2)
-            noise = estimators._conditional_gumbel(key_noise, x, hard, num_samples, 2)
-            soft = jax.nn.softmax(_ops.tempered_logits(x, noise, t), axis=3)
+            hard = estimators._one_hot_sample(key_sample, x, axis)
+            noise = estimators._conditional_gumbel(key_noise, x, hard, num_samples, axis)
+            soft = jax.nn.softmax(_ops.tempered_logits(x, noise, t), axis=axis + 1)
             return _ops.hard_with_soft_gradient(jnp.mean(soft, axis=0), hard)
 
         def rao(x, t):
-            return estimators.gumbel_rao(key, x, t, num_samples=num_samples)
+            return estimators.gumbel_rao(key, x, t, num_samples=num_samples, axis=axis)
 
         outputs = []
         for fn in (direct, rao):
@@ -208,7 +213,7 @@ class GumbelRaoTest(chex.TestCase):
         (expected_value, expected_x, expected_t), (value, grad_x, grad_t) = outputs
         np.testing.assert_array_equal(value, expected_value)
         np.testing.assert_allclose(grad_x, expected_x, rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(np.asarray(grad_x)[:, 0, 2], 0.0)
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(grad_x), axis, 2)[:, 0, 2], 0.0)
         chex.assert_shape(grad_t, jnp.shape(tau))
         np.testing.assert_allclose(grad_t, expected_t, rtol=1e-4, atol=1e-5)
 
