@@ -307,6 +307,14 @@ class ReinMaxTest(chex.TestCase):
 
 class SharedBehaviourTest(chex.TestCase):
     @parameterized.named_parameters(*[(name.replace("-", "_"), name) for name in estimators.NAMES])
+    def test_an_empty_batch_has_empty_samples_and_gradients(self, name):
+        estimator = estimators.get(name)
+        logits = jnp.zeros((0, 5))
+        y = estimator(jax.random.key(0), logits, 1.5)
+        grad = jax.grad(lambda x: jnp.sum(estimator(jax.random.key(0), x, 1.5)))(logits)
+        chex.assert_shape([y, grad], (0, 5))
+
+    @parameterized.named_parameters(*[(name.replace("-", "_"), name) for name in estimators.NAMES])
     def test_masked_and_extreme_inputs_finite(self, name):
         estimator = estimators.get(name)
         weights = jnp.arange(4.0)
