@@ -40,3 +40,18 @@ def test_estimator_epoch_variants_name_the_estimator_and_gumbel_rao_samples():
     assert variant_config("st").estimator == "st"
     config = variant_config("gumbel-rao:100")
     assert (config.estimator, config.gumbel_rao_samples) == ("gumbel-rao", 100)
+
+
+def test_the_step_profile_counts_only_fusions_with_a_dot_as_matrix_products():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.profile_step import matmul_ops
+
+    a = jnp.ones((64, 64))
+    with_dot = jax.jit(lambda a, b: jnp.tanh(a @ b) + 1).lower(a, a).compile().as_text()
+    assert len(matmul_ops(with_dot)) == 1
+    # XLA:CPU fuses this one into a YNNPACK fusion too, with no matrix product in it.
+    without = jax.jit(lambda a: jnp.sum(jnp.exp(a), axis=1)).lower(a).compile().as_text()
+    assert " fusion(" in without
+    assert matmul_ops(without) == set()
