@@ -216,10 +216,17 @@ def _exponentials_at(seed: jax.Array, counters: jax.Array) -> tuple[jax.Array, j
 
 
 def _uniform_to_exponential(words: jax.Array) -> jax.Array:
-    """``-log(U + tiny)`` for ``U`` uniform on ``[0, 1)`` from the top 23 bits of ``words``."""
+    """``-log(max(U, tiny))`` for ``U`` uniform on ``[0, 1)`` from the top 23 bits of ``words``.
+
+    ``max``, as in ``jax.random.uniform``, not ``U + tiny``: under ``jit`` XLA folds
+    ``(x - 1) + tiny`` into ``x - 1``, which made ``E`` infinite for ``U = 0`` (one draw in
+    2**23) and the Gumbel-Rao gradient ``NaN`` when that draw fell on the sampled category of a
+    row with a vanishing probability. Every other value is unchanged (``U + tiny == U`` for
+    ``U > 0``).
+    """
     one_to_two = jax.lax.shift_right_logical(words, jnp.uint32(9)) | jnp.uint32(0x3F800000)
     uniform = jax.lax.bitcast_convert_type(one_to_two, jnp.float32) - 1.0  # [0, 1)
-    return -jnp.log(uniform + jnp.finfo(jnp.float32).tiny)
+    return -jnp.log(jnp.maximum(uniform, jnp.finfo(jnp.float32).tiny))
 
 
 def _threefry_2x32(

@@ -217,6 +217,30 @@ class GumbelRaoTest(chex.TestCase):
         chex.assert_shape(grad_t, jnp.shape(tau))
         np.testing.assert_allclose(grad_t, expected_t, rtol=1e-4, atol=1e-5)
 
+    def test_a_zero_uniform_gives_a_finite_exponential_under_jit(self):
+        # U = 0 (23 zero bits, one draw in 2**23) must give -log(tiny), not inf: XLA folds
+        # (x - 1) + tiny into x - 1 under jit.
+        words = jnp.array([0, 511, 512, 2**32 - 1], jnp.uint32)
+        for fn in (estimators._uniform_to_exponential, jax.jit(estimators._uniform_to_exponential)):
+            e = np.asarray(fn(words))
+            np.testing.assert_allclose(e[:2], -np.log(np.finfo(np.float32).tiny), rtol=1e-6)
+            self.assertTrue(np.all(np.isfinite(e)) and np.all(e > 0))
+
+    def test_gradient_finite_when_every_uniform_is_zero_and_a_probability_underflows(self):
+        # All conditional exponentials at their largest value, and a category whose probability
+        # underflows (1 / p = inf): the jitted backward pass once gave NaN here.
+        def zero_bits(key0, key1, x0, x1):  # 0 for these counters, not a constant XLA could fold
+            return x0 >> jnp.uint32(31), x1 >> jnp.uint32(31)
+
+        self.enter_context(mock.patch.object(estimators, "_threefry_2x32", zero_bits))
+        logits = jnp.array([[0.0, -100.0, 5.0, 1.0]] * 8)
+
+        def loss(x):
+            y = estimators.gumbel_rao(jax.random.key(0), x, 0.5, num_samples=4)
+            return jnp.sum(y * jnp.arange(4.0))
+
+        chex.assert_tree_all_finite(jax.jit(jax.grad(loss))(logits))
+
     def test_unrolled_threefry_is_jax_threefry(self):
         from jax.extend.random import threefry_2x32
 
