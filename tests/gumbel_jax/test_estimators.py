@@ -13,7 +13,8 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from scipy import stats
 
-from gumbel_jax import _ops, estimators, sample
+from gumbel_jax import _ops, _random, estimators, sample
+from gumbel_jax.estimators import _gumbel_rao, _straight_through
 
 P_MIN = 1e-4
 NUM_SAMPLES = 100_000
@@ -118,7 +119,7 @@ class GumbelRaoTest(chex.TestCase):
         def draw(key):
             key_sample, key_noise = jax.random.split(key)
             hard = sample.gumbel_max(key_sample, batch)
-            noise = estimators._conditional_gumbel(key_noise, batch, hard, 2, 1)
+            noise = _gumbel_rao._conditional_gumbel(key_noise, batch, hard, 2, 1)
             return hard, noise
 
         hard, noise = draw(jax.random.key(3))
@@ -185,7 +186,7 @@ class GumbelRaoTest(chex.TestCase):
         # with the same key, treated as constants.
         if chunk_variates is not None:
             self.enter_context(
-                mock.patch.object(estimators, "_BACKWARD_CHUNK_VARIATES", chunk_variates)
+                mock.patch.object(_gumbel_rao, "_chunk_variates", lambda: chunk_variates)
             )
         logits = 2.0 * jax.random.normal(jax.random.key(5), (16, 3, 6))
         logits = jnp.moveaxis(logits.at[:, 0, 2].set(-jnp.inf), 2, axis)
@@ -198,8 +199,8 @@ class GumbelRaoTest(chex.TestCase):
 
         def direct(x, t):
             key_sample, key_noise = jax.random.split(key)
-            hard = estimators._one_hot_sample(key_sample, x, axis)
-            noise = estimators._conditional_gumbel(key_noise, x, hard, num_samples, axis)
+            hard = _straight_through.one_hot_sample(key_sample, x, axis)
+            noise = _gumbel_rao._conditional_gumbel(key_noise, x, hard, num_samples, axis)
             soft = jax.nn.softmax(_ops.tempered_logits(x, noise, t), axis=axis + 1)
             return _ops.hard_with_soft_gradient(jnp.mean(soft, axis=0), hard)
 
@@ -221,7 +222,7 @@ class GumbelRaoTest(chex.TestCase):
         # U = 0 (23 zero bits, one draw in 2**23) must give -log(tiny), not inf: XLA folds
         # (x - 1) + tiny into x - 1 under jit.
         words = jnp.array([0, 511, 512, 2**32 - 1], jnp.uint32)
-        for fn in (estimators._uniform_to_exponential, jax.jit(estimators._uniform_to_exponential)):
+        for fn in (_random.uniform_to_exponential, jax.jit(_random.uniform_to_exponential)):
             e = np.asarray(fn(words))
             np.testing.assert_allclose(e[:2], -np.log(np.finfo(np.float32).tiny), rtol=1e-6)
             self.assertTrue(np.all(np.isfinite(e)) and np.all(e > 0))
@@ -232,7 +233,7 @@ class GumbelRaoTest(chex.TestCase):
         def zero_bits(key0, key1, x0, x1):  # 0 for these counters, not a constant XLA could fold
             return x0 >> jnp.uint32(31), x1 >> jnp.uint32(31)
 
-        self.enter_context(mock.patch.object(estimators, "_threefry_2x32", zero_bits))
+        self.enter_context(mock.patch.object(_random, "threefry_2x32", zero_bits))
         logits = jnp.array([[0.0, -100.0, 5.0, 1.0]] * 8)
 
         def loss(x):
@@ -248,7 +249,7 @@ class GumbelRaoTest(chex.TestCase):
         counters = jnp.arange(1001, dtype=jnp.uint32) * jnp.uint32(2654435761)
         zeros = jnp.zeros_like(counters)
         expected = threefry_2x32(seed, jnp.concatenate([counters, zeros]))
-        unrolled = jax.jit(estimators._threefry_2x32)(seed[0], seed[1], counters, zeros)
+        unrolled = jax.jit(_random.threefry_2x32)(seed[0], seed[1], counters, zeros)
         np.testing.assert_array_equal(jnp.concatenate(unrolled), expected)
 
     def test_masked_logits_no_nan(self):

@@ -18,6 +18,7 @@ from absl.testing import absltest, parameterized
 
 from experiments.mnist.config import ESTIMATORS
 from gumbel_jax import diagnostics, estimators
+from gumbel_jax.estimators import _score_function
 
 NUM_DRAWS = 40_000
 EXACT_TOL = 1e-9
@@ -70,7 +71,7 @@ class ReinforceLooExactTest(parameterized.TestCase):
             configurations, probs = categorical_configurations(logits)
 
             def surrogate(x, z):
-                return jnp.sum(estimators._reinforce_loo_surrogate(x, z, f_batch, "categorical", 1))
+                return jnp.sum(_score_function._reinforce_loo_surrogate(x, z, f_batch, "categorical", 1))
 
             value, grad = expected_over_tuples(surrogate, x, configurations, probs, num_samples)
             exact = diagnostics.exact_gradient(lambda z: jnp.sum(f_batch(z[None])), x)
@@ -95,7 +96,7 @@ class ReinforceLooExactTest(parameterized.TestCase):
 
                 def surrogate(x, z):
                     return jnp.sum(
-                        estimators._reinforce_loo_surrogate(x, z, f_batch, "bernoulli", 0)
+                        _score_function._reinforce_loo_surrogate(x, z, f_batch, "bernoulli", 0)
                     )
 
                 _, grad = expected_over_tuples(surrogate, x, configurations, probs, num_samples)
@@ -115,7 +116,7 @@ class ReinforceLooExactTest(parameterized.TestCase):
                 return lambda z: jnp.sum(jnp.sin(z @ w) * w[0], -1)  # [S, 1, 3] -> [S]
 
             def surrogate(w, z):
-                return estimators._reinforce_loo_surrogate(x, z, f_of(w), "categorical", 1)
+                return _score_function._reinforce_loo_surrogate(x, z, f_of(w), "categorical", 1)
 
             _, grad_w = expected_over_tuples(surrogate, w, configurations, probs, 3)
             exact_w = jax.grad(
@@ -156,7 +157,7 @@ class DisarmExactTest(parameterized.TestCase):
             midpoints, weights = disarm_regions(logits)
 
             def surrogate(x, u):
-                return jnp.sum(estimators._disarm_surrogate(x, u, f_batch))
+                return jnp.sum(_score_function._disarm_surrogate(x, u, f_batch))
 
             values, grads = jax.jit(jax.vmap(jax.value_and_grad(surrogate), in_axes=(None, 0)))(
                 x, jnp.asarray(midpoints)
@@ -180,10 +181,10 @@ class DisarmExactTest(parameterized.TestCase):
         x = jnp.array([0.8])
         sigmoid = float(jax.nn.sigmoid(0.8))
         for u, expected in ((0.2, 1.5 * sigmoid), (0.5, 0.0), (0.9, 1.5 * sigmoid)):
-            grad = jax.grad(estimators._disarm_surrogate)(x, jnp.array([u]), f_batch)
+            grad = jax.grad(_score_function._disarm_surrogate)(x, jnp.array([u]), f_batch)
             np.testing.assert_allclose(grad, [expected], rtol=1e-6)
         # For -0.8, sigmoid = 0.31: u = 0.1 gives b = 1, b~ = 1[0.9 < 0.31] = 0.
-        grad = jax.grad(estimators._disarm_surrogate)(-x, jnp.array([0.1]), f_batch)
+        grad = jax.grad(_score_function._disarm_surrogate)(-x, jnp.array([0.1]), f_batch)
         np.testing.assert_allclose(grad, [1.5 * sigmoid], rtol=1e-6)
 
 
