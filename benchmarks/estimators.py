@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmarks.estimators [--quick] [--num-draws 20000] [--out results/estimators.json]
+        [--estimators NAME NAME[OPTION=VALUE,...] MODULE:ATTRIBUTE ...]
 
 Problems (small enough that ``diagnostics.exact_gradient`` enumerates them):
 
@@ -14,18 +15,22 @@ Problems (small enough that ``diagnostics.exact_gradient`` enumerates them):
   case): 4 categorical latents of 4 categories, category ``k`` standing for the value
   ``k / 3``, ``f(z) = mean_l (value(z_l) - 0.45)^2``, logits drawn from a standard normal.
 
-The sample estimators (relaxed, ST, Gumbel-Rao, ReinMax) act on the binary problems through the
-two-category form: logits ``[0, l]`` stacked on a new last axis (``softmax([0, l])[1] =
-sigmoid(l)``) and ``b = z[..., 1]``; the gradient with respect to ``l`` flows through the stack.
-The score-function estimators (REINFORCE-LOO, DisARM) take ``f`` itself.
+Every registered estimator runs (``gumbel_jax.estimators.names()``), plus a few option sweeps
+(``EXTRA_VARIANTS``), or those named with ``--estimators``: a registered name, a plug-in
+``MODULE:ATTRIBUTE`` (a :class:`gumbel_jax.estimators.Spec` in your own module) or either with
+options, ``"gumbel-rao[num_samples=100]"``. Each runs on the problems of the distributions its
+spec supports: sample estimators on ``f`` of their sample (``distribution="bernoulli"`` on the
+binary problems), surrogate estimators on ``f`` itself.
 
-For each estimator and temperature (ReinMax only at temperatures >= 1, as its authors
-recommend), ``diagnostics.gradient_stats`` draws ``--num-draws`` gradients and reports the bias
-(L2), the variance (trace), the MSE and the cosine to the exact gradient, and the noise floor
-``sqrt(variance / num_draws)``: an unbiased estimator's measured bias is of that order. The cost
-per gradient is the median time of a jitted ``vmap`` over 1000 keys (``benchmarks.timing``)
-divided by 1000, in microseconds, measured once per estimator (it does not depend on the
-temperature).
+For each sample estimator and temperature (from the spec's ``min_temperature`` up; once, with no
+temperature, for an estimator that takes none), ``diagnostics.gradient_stats`` draws
+``--num-draws`` gradients and reports the bias (L2), the variance (trace), the MSE and the
+cosine to the exact gradient, and the noise floor ``sqrt(variance / num_draws)``: an unbiased
+estimator's measured bias is of that order. ``evaluations`` is the spec's number of
+evaluations of ``f`` per gradient (1 for a sample estimator), so surrogates can be compared at
+equal cost. The cost per gradient is the median time of a jitted ``vmap`` over 1000 keys
+(``benchmarks.timing``) divided by 1000, in microseconds, measured once per estimator (it does
+not depend on the temperature).
 
 Writes the table to stdout, the figures to ``--out`` (JSON) and a figure of bias and variance
 against temperature next to it (``.png``).
@@ -34,10 +39,11 @@ against temperature next to it (``.png``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -50,8 +56,12 @@ from gumbel_jax import diagnostics, estimators
 
 TEMPERATURES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 QUICK_TEMPERATURES = (0.5, 1.0, 2.0)
-GUMBEL_RAO_SAMPLES = (10, 100)
-REINFORCE_SAMPLES = (2, 4, 16)
+# Option sweeps measured besides every registered estimator at its defaults.
+EXTRA_VARIANTS = (
+    "gumbel-rao[num_samples=100]",
+    "reinforce-loo[num_samples=4]",
+    "reinforce-loo[num_samples=16]",
+)
 TIMING_BATCH = 1000
 
 Objective = Callable[[jax.Array], jax.Array]  # one sample of the logits' shape -> scalar
@@ -91,51 +101,56 @@ def problems() -> list[Problem]:
     ]
 
 
-def sample_estimators() -> dict[str, tuple[Callable, float]]:
-    """Name -> (estimator ``fn(key, logits, temperature)``, lowest temperature it accepts)."""
-    table = {
-        "relaxed": (estimators.gumbel_softmax, 0.0),
-        "st": (estimators.straight_through, 0.0),
-    }
-    for k in GUMBEL_RAO_SAMPLES:
-        table[f"gumbel-rao k={k}"] = (
-            lambda key, x, t, k=k: estimators.gumbel_rao(key, x, t, num_samples=k),
-            0.0,
-        )
-    table["reinmax"] = (estimators.reinmax, 1.0)
-    return table
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """An estimator with its options, as the benchmark names it (``Spec.label``)."""
+
+    spec: estimators.Spec
+    options: dict
+
+    @property
+    def label(self) -> str:
+        return self.spec.label(self.options)
 
 
-def sample_gradient(problem: Problem, estimator: Callable) -> Callable:
-    """``(temperature, key) -> gradient`` of ``f(estimator sample)`` w.r.t. the logits."""
+def variants(texts: Sequence[str] | None = None) -> list[Variant]:
+    """The variants of ``texts`` (``NAME``, ``NAME[OPTION=VALUE,...]``, ``MODULE:ATTRIBUTE``),
+    by default every registered estimator and ``EXTRA_VARIANTS``.
+
+    Raises:
+      ValueError: an unknown estimator or option (one line, from ``estimators.parse_variant``).
+    """
+    if texts is None:
+        texts = (*estimators.names(), *EXTRA_VARIANTS)
+    return [Variant(*estimators.parse_variant(text)) for text in texts]
+
+
+def gradient_fn(problem: Problem, variant: Variant) -> Callable:
+    """``(temperature, key) -> gradient`` (sample estimators) or ``key -> gradient``
+    (surrogates) of the problem's objective with respect to its logits."""
+    call = variant.spec.bind(variant.options)
+    distribution = problem.distribution
+    if variant.spec.kind == "surrogate":
+        f_batch = jax.vmap(problem.f)
+
+        def surrogate(logits, key):
+            return call(key, logits, f_batch, distribution=distribution)
+
+        return lambda key: jax.grad(surrogate)(problem.logits, key)
 
     def loss(logits, temperature, key):
-        if problem.distribution == "bernoulli":  # the two-category form [0, l]
-            pair = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
-            return problem.f(estimator(key, pair, temperature)[..., 1])
-        return problem.f(estimator(key, logits, temperature))
+        return problem.f(call(key, logits, temperature, distribution=distribution))
 
     return lambda temperature, key: jax.grad(loss)(problem.logits, temperature, key)
 
 
-def surrogate_estimators(problem: Problem) -> dict[str, Callable]:
-    """Name -> ``key -> gradient`` for the score-function estimators that fit the problem."""
-    f_batch = jax.vmap(problem.f)
-    table = {}
-    for s in REINFORCE_SAMPLES:
-
-        def loss(logits, key, s=s):
-            return estimators.reinforce_loo(
-                key, logits, f_batch, num_samples=s, distribution=problem.distribution
-            )
-
-        table[f"reinforce-loo S={s}"] = loss
-    if problem.distribution == "bernoulli":
-        table["disarm"] = lambda logits, key: estimators.disarm(key, logits, f_batch)
-    return {
-        name: (lambda key, loss=loss: jax.grad(loss)(problem.logits, key))
-        for name, loss in table.items()
-    }
+def temperatures_for(variant: Variant, temperatures: Sequence[float]) -> list[float | None]:
+    """The temperatures a variant runs at: ``[None]`` for surrogates and estimators without
+    one, else those from its spec's ``min_temperature`` up."""
+    spec = variant.spec
+    if spec.kind == "surrogate" or not spec.uses_temperature:
+        return [None]
+    return [t for t in temperatures if spec.min_temperature is None or t >= spec.min_temperature]
 
 
 @jax.jit
@@ -150,10 +165,13 @@ def microseconds_per_gradient(estimate: Partial, repeats: int) -> float:
     return stats["median_s"] / TIMING_BATCH * 1e6
 
 
-def _row(problem, name, temperature, stats, cost) -> dict:
+def _row(problem, variant, temperature, stats, cost) -> dict:
     return {
         "problem": problem.name,
-        "estimator": name,
+        "estimator": variant.label,
+        "kind": variant.spec.kind,
+        "unbiased": variant.spec.unbiased,
+        "evaluations": variant.spec.cost(variant.options, problem.logits.shape),
         "temperature": temperature,
         "num_draws": stats.num_draws,
         "bias": stats.bias,
@@ -171,33 +189,33 @@ def run(
     repeats: int,
     seed: int = 0,
     problem_names: tuple[str, ...] | None = None,
+    chosen_variants: Sequence[Variant] | None = None,
 ) -> tuple[list[dict], list[Problem]]:
-    """Measures every estimator on every problem (or those in ``problem_names``).
+    """Measures every variant (default: ``variants()``) on every problem it supports (or those
+    in ``problem_names``).
 
-    The sample estimators' temperature is an argument of a ``Partial``, so each estimator is
+    A sample estimator's temperature is an argument of a ``Partial``, so each estimator is
     compiled once per problem, whatever the number of temperatures.
     """
     rows = []
     key = jax.random.key(seed)
     chosen = [p for p in problems() if problem_names is None or p.name in problem_names]
     for problem in chosen:
-        for name, (estimator, minimum) in sample_estimators().items():
-            gradient, cost = sample_gradient(problem, estimator), None
-            for temperature in temperatures:
-                if temperature < minimum:
-                    continue
-                estimate = Partial(gradient, jnp.float32(temperature))
+        for variant in variants() if chosen_variants is None else chosen_variants:
+            if problem.distribution not in variant.spec.distributions:
+                continue
+            gradient, cost = gradient_fn(problem, variant), None
+            for temperature in temperatures_for(variant, temperatures):
+                estimate = (
+                    Partial(gradient)
+                    if temperature is None
+                    else Partial(gradient, jnp.float32(temperature))
+                )
                 key, subkey = jax.random.split(key)
                 stats = diagnostics.gradient_stats(subkey, estimate, num_draws, exact=problem.exact)
                 if cost is None:
                     cost = microseconds_per_gradient(estimate, repeats)
-                rows.append(_row(problem, name, temperature, stats, cost))
-        for name, gradient in surrogate_estimators(problem).items():
-            estimate = Partial(gradient)
-            key, subkey = jax.random.split(key)
-            stats = diagnostics.gradient_stats(subkey, estimate, num_draws, exact=problem.exact)
-            cost = microseconds_per_gradient(estimate, repeats)
-            rows.append(_row(problem, name, None, stats, cost))
+                rows.append(_row(problem, variant, temperature, stats, cost))
     return rows, chosen
 
 
@@ -229,10 +247,12 @@ def plot(rows: list[dict], all_problems: list[Problem], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(row["estimator"] for row in rows))
-    colors = dict(zip(names, plt.get_cmap("tab10").colors, strict=False))
-    markers = dict(zip(names, "osvD^<>", strict=False))  # overlapping lines stay visible
+    palette = plt.get_cmap("tab20").colors
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    shapes = "osvD^<>phX*"  # overlapping lines stay visible
+    markers = {name: shapes[i % len(shapes)] for i, name in enumerate(names)}
     fig, axes = plt.subplots(
-        2, len(all_problems), figsize=(4.6 * len(all_problems), 7.2), squeeze=False
+        2, len(all_problems), figsize=(4.6 * len(all_problems), 8.0), squeeze=False
     )
     for column, problem in enumerate(all_problems):
         mine = [row for row in rows if row["problem"] == problem.name]
@@ -263,14 +283,23 @@ def plot(rows: list[dict], all_problems: list[Problem], path: Path) -> None:
             ax.set_xlabel("temperature")
             ax.set_ylabel(f"{metric} (L2)" if metric == "bias" else "variance (trace)")
             ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
+    by_label = {}  # every estimator once, whichever problems it ran on
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(label, handle)
+    fig.legend(
+        by_label.values(),
+        by_label.keys(),
+        loc="lower center",
+        ncol=min(len(by_label), 6),
+        fontsize=8,
+    )
     fig.suptitle(
         "Gradient estimators against exact gradients (dashed: temperature-free; an unbiased "
         "estimator's bias is its noise floor)",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.12, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -283,14 +312,25 @@ def main(argv: list[str] | None = None) -> dict:
         "--quick", action="store_true", help="3 temperatures, 500 draws, 2 timed calls"
     )
     parser.add_argument("--out", default="results/estimators.json", help="where to write JSON")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        metavar="ESTIMATOR",
+        help="registered names, NAME[OPTION=VALUE,...] or MODULE:ATTRIBUTE plug-ins (default: "
+        f"every registered estimator and {', '.join(EXTRA_VARIANTS)})",
+    )
     args = parser.parse_args(argv)
+    try:
+        chosen_variants = variants(args.estimators)
+    except ValueError as error:
+        parser.error(str(error))
     num_draws, repeats = args.num_draws, args.repeats
     temperatures = TEMPERATURES
     if args.quick:
         num_draws, repeats, temperatures = 500, 2, QUICK_TEMPERATURES
 
     start = time.perf_counter()
-    rows, all_problems = run(num_draws, temperatures, repeats)
+    rows, all_problems = run(num_draws, temperatures, repeats, chosen_variants=chosen_variants)
     print_table(rows, all_problems)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

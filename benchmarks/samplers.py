@@ -80,8 +80,11 @@ def _candidates() -> dict[str, tuple]:
         lambda k, x, t: sample.gumbel_softmax(k, x, t, hard=True),
         "baseline/noise+softmax",
     )
-    for name in estimators.NAMES:
-        candidates[f"estimators.get({name!r})"] = (estimators.get(name), "baseline/noise+softmax")
+    for name in estimators.names(kind="sample"):  # defaults bound; the temperature if it takes one
+        candidates[f"estimators.get({name!r})"] = (
+            estimators.spec(name).bind(),
+            "baseline/noise+softmax",
+        )
     for hard in (False, True):
         candidates[f"sample.relaxed_bernoulli(hard={hard})"] = (
             lambda k, x, t, hard=hard: sample.relaxed_bernoulli(k, x, t, hard=hard),

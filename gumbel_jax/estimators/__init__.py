@@ -27,6 +27,12 @@ name                 function               gradient
 ``"relaxed"``        ``gumbel_softmax``     exact gradient of the relaxed sample (biased
                                             for the discrete problem; not one-hot)
 ``"st"``             ``straight_through``   ST Gumbel-Softmax: gradient of the soft sample
+``"st-softmax"``     ``st_softmax``         ST without noise: gradient of
+                                            ``softmax(logits / temperature)``
+``"gapped-st"``      ``gapped_st``          ST with deterministic noise given the sample,
+                                            which leads the others by ``gap`` (option)
+``"zgr"``            ``zgr``                mean of the ST and DARN gradients; no
+                                            temperature
 ``"gumbel-rao"``     ``gumbel_rao``         ST-GS Rao-Blackwellised over the Gumbel noise
                                             given the sample (lower variance)
 ``"reinmax"``        ``reinmax``            second-order (Heun) straight-through
@@ -36,10 +42,10 @@ name                 function               gradient
 ``"disarm"``         ``disarm``             antithetic pair for Bernoulli logits; unbiased
 ===================  =====================  ==============================================
 
-The sample estimators accept a traced temperature (annealing does not recompile), masked
-(``-inf``) logits, and compute ``bfloat16``/``float16`` inputs in ``float32``. Those defined
-with ``jax.custom_vjp`` (``gumbel_rao``, ``reinmax``) support reverse-mode differentiation
-(``grad``, ``vjp``) only. The surrogate estimators work under ``jit`` and ``vmap``, never sample
+The sample estimators accept a traced temperature (annealing does not recompile; ``zgr`` takes
+none), masked (``-inf``) logits, and compute ``bfloat16``/``float16`` inputs in ``float32``.
+Those defined with ``jax.custom_vjp`` (``gumbel_rao``, ``reinmax``) support reverse-mode
+differentiation (``grad``, ``vjp``) only. The surrogate estimators work under ``jit`` and ``vmap``, never sample
 masked categories, and treat their samples as constants (``f`` needs no gradient with respect to
 them).
 
@@ -66,10 +72,17 @@ from gumbel_jax.estimators._spec import (
     get,
     get_surrogate,
     names,
+    parse_variant,
     register,
     spec,
 )
-from gumbel_jax.estimators._straight_through import gumbel_softmax, straight_through
+from gumbel_jax.estimators._straight_through import (
+    gapped_st,
+    gumbel_softmax,
+    st_softmax,
+    straight_through,
+    zgr,
+)
 
 NAMES: tuple[str, ...] = names(kind="sample")
 """The built-in sample estimators' names, as accepted by ``get`` (``names()`` also lists those
@@ -87,14 +100,18 @@ __all__ = [
     "Spec",
     "SurrogateEstimator",
     "disarm",
+    "gapped_st",
     "get",
     "get_surrogate",
     "gumbel_rao",
     "gumbel_softmax",
     "names",
+    "parse_variant",
     "register",
     "reinforce_loo",
     "reinmax",
     "spec",
+    "st_softmax",
     "straight_through",
+    "zgr",
 ]

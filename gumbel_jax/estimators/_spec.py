@@ -28,6 +28,7 @@ DISTRIBUTIONS: tuple[str, ...] = ("categorical", "bernoulli")
 """The distributions an estimator may support: one-hot categorical, or independent Bernoulli."""
 
 _OPTION_TYPES = (bool, int, float, str)
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 class Estimator(Protocol):
@@ -163,8 +164,8 @@ class Spec:
                 value, accepted
             ):
                 raise TypeError(
-                    f"option {option!r} of estimator {self.name!r} must be a "
-                    f"{type(default).__name__} (default {default!r}); got {value!r}."
+                    f"option {option!r} of estimator {self.name!r} must be "
+                    f"{_TYPE_WORDS[type(default)]} (default {default!r}); got {value!r}."
                 )
             merged[option] = float(value) if type(default) is float else value
         return merged
@@ -193,8 +194,8 @@ class Spec:
                 options[option] = _parse_value(raw.strip(), type(default))
             except ValueError:
                 raise ValueError(
-                    f"option {option!r} of estimator {self.name!r} takes a "
-                    f"{type(default).__name__} (default {default!r}); got {raw!r}."
+                    f"option {option!r} of estimator {self.name!r} takes "
+                    f"{_TYPE_WORDS[type(default)]} (default {default!r}); got {raw!r}."
                 ) from None
         return self.check_options(options)
 
@@ -223,6 +224,14 @@ class Spec:
         if self.evaluations is None:
             return 1
         return int(self.evaluations(self.check_options(options), tuple(shape)))
+
+    def label(self, options: Mapping[str, Any] | None = None) -> str:
+        """``name``, followed by the options that differ from the defaults: ``"gumbel-rao"`` or
+        ``"gumbel-rao[num_samples=100]"`` (what :func:`parse_variant` reads back)."""
+        bound = self.check_options(options)
+        changed = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in bound.items()]
+        changed = [c for c, k in zip(changed, bound, strict=True) if bound[k] != self.options[k]]
+        return f"{self.name}[{','.join(changed)}]" if changed else self.name
 
     def bind(self, options: Mapping[str, Any] | None = None) -> Callable[..., jax.Array]:
         """``fn`` with its options bound and one call for every estimator of its kind.
@@ -328,6 +337,37 @@ def spec(name: str | Spec) -> Spec:
             f"unknown estimator {name!r}; registered: {', '.join(_REGISTRY)}; or name a Spec in "
             f"your own module as MODULE:ATTRIBUTE."
         ) from None
+
+
+def parse_variant(text: str) -> tuple[Spec, dict[str, Any]]:
+    """Reads an estimator and its options from ``"NAME"`` or ``"NAME[OPTION=VALUE,...]"``.
+
+    ``NAME`` is a registered name or a plug-in ``"MODULE:ATTRIBUTE"`` (see :func:`spec`); the
+    options are checked against the spec's (:meth:`Spec.parse_options`). Command lines use it, so
+    one word names an estimator with its settings: ``"gumbel-rao[num_samples=100]"``.
+
+    Returns:
+      ``(spec, options)``, every option of the spec with the given ones overriding the defaults.
+
+    Raises:
+      ValueError: unbalanced brackets, an unknown estimator or option, or a value that does not
+        parse; one line naming what is wrong.
+
+    Examples:
+      >>> spec_, options = parse_variant("gumbel-rao[num_samples=100]")
+      >>> spec_.name, options
+      ('gumbel-rao', {'num_samples': 100})
+    """
+    text = str(text).strip()
+    name, bracket, rest = text.partition("[")
+    if (bracket and not rest.endswith("]")) or (not bracket and "]" in text):
+        raise ValueError(
+            f"an estimator with options is written NAME[OPTION=VALUE,...], e.g. "
+            f"gumbel-rao[num_samples=100]; got {text!r}."
+        )
+    found = spec(name.strip())
+    assignments = [a for a in rest[:-1].split(",") if a.strip()] if bracket else []
+    return found, found.parse_options(assignments)
 
 
 def _plug_in(name: str) -> Spec:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from benchmarks import estimators as benchmark
+from gumbel_jax import estimators
 
 
 def test_exact_gradients_of_the_toy_problems_are_the_closed_forms():
@@ -24,17 +25,13 @@ def test_one_problem_runs_every_estimator_and_writes_json_and_png(tmp_path, caps
         num_draws=64, temperatures=(1.0,), repeats=1, problem_names=("binary-0.49",)
     )
     names = [row["estimator"] for row in rows]
-    assert names == [
-        "relaxed",
-        "st",
-        "gumbel-rao k=10",
-        "gumbel-rao k=100",
-        "reinmax",
-        "reinforce-loo S=2",
-        "reinforce-loo S=4",
-        "reinforce-loo S=16",
-        "disarm",
-    ]
+    # Every registered estimator for Bernoulli latents (at its defaults), then the sweeps.
+    expected = [*estimators.names(distribution="bernoulli"), *benchmark.EXTRA_VARIANTS]
+    assert sorted(names) == sorted(expected)
+    by_name = {row["estimator"]: row for row in rows}
+    assert by_name["disarm"]["evaluations"] == 2
+    assert by_name["reinforce-loo[num_samples=16]"]["evaluations"] == 16
+    assert by_name["st"]["evaluations"] == 1
     for row in rows:
         assert row["num_draws"] == 64
         assert np.isfinite([row["bias"], row["variance"], row["mse"], row["us_per_gradient"]]).all()
@@ -45,3 +42,38 @@ def test_one_problem_runs_every_estimator_and_writes_json_and_png(tmp_path, caps
     benchmark.plot(rows, problems, figure)
     assert figure.stat().st_size > 10_000
     json.dumps(rows)  # the rows are what main writes: plain JSON
+
+
+def test_a_plug_in_and_options_run_through_the_benchmark(tmp_path, monkeypatch):
+    module = tmp_path / "my_benchmark_plugin.py"
+    module.write_text(
+        "from gumbel_jax import estimators\n"
+        "SPEC = estimators.Spec('my-st', estimators.straight_through, summary='ST again')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    chosen = benchmark.variants(["my_benchmark_plugin:SPEC", "gumbel-rao[num_samples=3]"])
+    rows, _ = benchmark.run(
+        num_draws=32,
+        temperatures=(1.0,),
+        repeats=1,
+        problem_names=("categorical-poly", "binary-0.49"),
+        chosen_variants=chosen,
+    )
+    # The plug-in is categorical only, so it skips the binary problem.
+    assert [(row["problem"], row["estimator"]) for row in rows] == [
+        ("binary-0.49", "gumbel-rao[num_samples=3]"),
+        ("categorical-poly", "my-st"),
+        ("categorical-poly", "gumbel-rao[num_samples=3]"),
+    ]
+
+
+def test_bad_estimators_end_in_one_line(capsys):
+    for bad in ("nope", "gumbel-rao[k=3]", "no_such_module_xyz:SPEC"):
+        try:
+            benchmark.main(["--estimators", bad, "--quick"])
+        except SystemExit as exit_:
+            assert exit_.code == 2
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+        last_line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error:" in last_line and bad.partition("[")[0].partition(":")[0] in last_line
