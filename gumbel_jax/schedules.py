@@ -30,7 +30,9 @@ def exponential(
 
     ``tau(t) = max(minimum, initial * exp(-rate * t_k))`` where ``t_k`` is ``t`` rounded down to
     a multiple of ``every``: the schedule of Jang et al. (2017), who use
-    ``max(0.5, exp(-r t))`` with ``r`` in ``{1e-5, 1e-4}``, updated every 500 steps.
+    ``max(0.5, exp(-r t))`` with ``r`` in ``{1e-5, 1e-4}``, updated every 500 steps. Defined for
+    every step: a negative step is held at step 0 (``initial``), so the value always lies in
+    ``[minimum, initial]``.
 
     Args:
       initial: the temperature at step 0 (> 0).
@@ -44,8 +46,9 @@ def exponential(
 
     Raises:
       TypeError: if a parameter has the wrong type.
-      ValueError: if ``initial`` or ``minimum`` is not > 0, ``rate`` is negative, or ``every``
-        is < 1.
+      ValueError: if ``initial`` or ``minimum`` is not > 0, ``minimum > initial`` (the floor
+        above the start: no value lies in ``[minimum, initial]``), ``rate`` is negative, or
+        ``every`` is < 1.
 
     Examples:
       >>> schedule = exponential(1.0, rate=1e-4, minimum=0.5, every=500)
@@ -60,12 +63,17 @@ def exponential(
     rate = _checks.positive_finite(rate, name="rate", allow_zero=True)
     minimum = _checks.positive_finite(minimum, name="minimum")
     every = _checks.positive_int(every, name="every")
+    if minimum > initial:
+        raise ValueError(
+            f"`minimum` ({minimum}) must not exceed `initial` ({initial}): the schedule starts at "
+            f"`initial` and decays to `minimum`; lower `minimum` or raise `initial`."
+        )
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
         step = jnp.asarray(step)
         if not jnp.issubdtype(step.dtype, jnp.integer):
             step = jnp.floor(step)
-        held = (step // every) * every
+        held = jnp.maximum(step // every, 0) * every  # a negative step is step 0
         decayed = initial * jnp.exp(-rate * held.astype(jnp.float32))
         return jnp.maximum(jnp.float32(minimum), decayed).astype(jnp.float32)
 

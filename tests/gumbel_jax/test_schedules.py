@@ -77,3 +77,17 @@ class ExponentialTest(chex.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class DomainTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_every_integer_step_gives_a_value_in_the_range(self):
+        schedule = schedules.exponential(2.0, rate=1e-3, minimum=0.3, every=7)
+        steps = np.array([-(2**31), -(2**20), -8, -7, -1, 0, 1, 7, 2**20, 2**31 - 1], np.int32)
+        values = np.asarray(self.variant(schedule)(steps))
+        self.assertTrue(np.all((values >= np.float32(0.3)) & (values <= np.float32(2.0))))
+        np.testing.assert_array_equal(values[:6], 2.0)  # negative steps are held at step 0
+
+    def test_a_floor_above_the_start_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "`minimum` .* must not exceed `initial`"):
+            schedules.exponential(0.3, minimum=0.5)
