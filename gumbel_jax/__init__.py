@@ -35,7 +35,12 @@ docstring refers here):
   arrays, and JAX arrays outside ``jit`` alike. A value out of range raises ``ValueError``; a
   string, ``bool``, ``None``, list or complex number where a real number is expected raises
   ``TypeError``; both name the argument and what was received. A traced value (inside ``jit``,
-  ``vmap`` or ``grad``) cannot be checked and is used as given: a temperature of 0 gives ``NaN``.
+  ``vmap`` or ``grad``) cannot be checked: one outside its domain gives ``NaN`` in every value
+  and gradient it touches, never a plausible sample, like an invalid row. That holds for a
+  temperature ``<= 0`` or ``NaN`` in every sampler, estimator and density (also where the
+  temperature enters only the gradient, as in the straight-through estimators), and for the hard
+  concrete's ``low >= 0`` or ``high <= 1``. Schedules are defined for every integer step, negative
+  ones included (held at step 0), and stay within ``[minimum, initial]``.
 
 Examples:
   >>> import jax, jax.numpy as jnp

@@ -140,7 +140,7 @@ def temperature(
 
     A concrete temperature (a Python or NumPy number or array, or a JAX array outside ``jit``)
     must be ``> minimum`` (``>= minimum`` when ``minimum > 0``); a traced temperature cannot be
-    checked and is used as given.
+    checked here (the samplers make its rows ``NaN`` when it is ``<= 0``: ``_ops.invalid_rows``).
 
     Raises:
       TypeError: if the temperature is not a real number or array (a string, ``None``, a list,
@@ -350,7 +350,8 @@ def stretch_interval(
     """Validates the stretched interval ``(low, high)`` of the hard concrete.
 
     Python or NumPy values must be finite with ``low < 0`` and ``high > 1`` (hence ``low < high``),
-    so that exact zeros and ones have positive probability; traced values are used as given.
+    so that exact zeros and ones have positive probability; traced values out of range give
+    ``NaN`` (the samplers check them with ``_ops.outside_domain``).
 
     Returns:
       ``(low, high)`` as arrays of ``dtype``.

@@ -233,22 +233,40 @@ def categorical_log_prob(one_hot: jax.Array, logits: jax.Array, axis: int) -> ja
     return jnp.sum(jnp.where(one_hot > 0, log_p, 0.0), axis=axis)
 
 
-def invalid_rows(logits: jax.Array, axis: int) -> jax.Array:
-    """Which rows of ``logits`` are invalid: a ``NaN`` or ``+inf`` logit, or no finite logit.
+def invalid_rows(logits: jax.Array, axis: int, *temperatures: jax.Array) -> jax.Array:
+    """Which rows of ``logits`` are invalid: a ``NaN`` or ``+inf`` logit, or no finite logit, or
+    a temperature outside its domain.
 
     A row (the categories along ``axis``) is valid when its maximum is finite: every logit is
     finite or ``-inf`` (masked) and at least one is finite. The maximum propagates ``NaN``, so
-    one reduction decides all three cases. See "Invalid inputs" in ``gumbel_jax``'s docstring.
+    one reduction decides all three cases. A temperature that is not ``> 0`` (``NaN``
+    included; possible only when traced, since concrete ones are checked) makes the rows it
+    applies to invalid too (``outside_domain``). See "Invalid inputs" in ``gumbel_jax``'s
+    docstring.
 
     Args:
       logits: ``[..., num_categories, ...]`` logits.
       axis: the category axis.
+      *temperatures: temperatures broadcastable to ``logits``.
 
     Returns:
-      A boolean array of the shape of ``logits`` with ``axis`` of size 1: ``True`` for invalid
-      rows. Broadcasts against ``logits`` and anything computed from them.
+      A boolean array of the shape of ``logits`` with ``axis`` of size 1 (or the broadcast shape
+      with the temperatures): ``True`` for invalid rows. Broadcasts against ``logits`` and
+      anything computed from them.
     """
-    return ~jnp.isfinite(jnp.max(logits, axis=axis, keepdims=True))
+    invalid = ~jnp.isfinite(jnp.max(logits, axis=axis, keepdims=True))
+    for temperature in temperatures:
+        invalid = invalid | outside_domain(temperature)
+    return invalid
+
+
+def outside_domain(positive: jax.Array) -> jax.Array:
+    """``True`` where a parameter that must be ``> 0`` (a temperature) is not: ``<= 0`` or ``NaN``.
+
+    Concrete values are checked before tracing (``_checks``); this is the rule for traced ones:
+    every output they touch is ``NaN``, never a plausible sample.
+    """
+    return ~(positive > 0)
 
 
 def _nan_scale(invalid: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:

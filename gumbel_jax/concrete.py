@@ -109,7 +109,7 @@ def sample_log(
       logits: ``[..., num_categories, ...]`` unnormalised log-probabilities on ``axis``;
         ``-inf`` masks a category.
       temperature: a positive temperature, a Python number or an array broadcastable to
-        ``logits`` (may be traced; a traced value is not checked and 0 gives ``NaN``).
+        ``logits`` (may be traced; a traced value ``<= 0`` or ``NaN`` gives ``NaN``).
       axis: the category axis.
 
     Returns:
@@ -132,7 +132,7 @@ def sample_log(
     """
     x, dtype, axis = _checks.logits_array(logits, axis)
     tau = _checks.temperature(temperature, x.dtype)
-    invalid = _ops.invalid_rows(x, axis)
+    invalid = _ops.invalid_rows(x, axis, tau)
     x = _ops.nan_gradient_where_invalid(x, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
     log_y = _sample_log(key, x, tau, axis)
@@ -183,7 +183,7 @@ def log_prob_log(
     """
     log_y, logits, dtype, axis = _checks.logits_pair(log_y, logits, axis, names=("log_y", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
-    invalid = _ops.invalid_rows(logits, axis)
+    invalid = _ops.invalid_rows(logits, axis, tau)
     log_y = _ops.nan_gradient_where_invalid(log_y, invalid)
     logits = _ops.nan_gradient_where_invalid(logits, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
@@ -235,7 +235,7 @@ def log_prob(
     """
     y, logits, dtype, axis = _checks.logits_pair(y, logits, axis, names=("y", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
-    invalid = _ops.invalid_rows(logits, axis)
+    invalid = _ops.invalid_rows(logits, axis, tau)
     y = _ops.nan_gradient_where_invalid(y, invalid)
     logits = _ops.nan_gradient_where_invalid(logits, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
@@ -300,7 +300,7 @@ def kl_relaxed(
     )
     tau_q = _checks.temperature(temperature_q, logits_q.dtype, name="temperature_q")
     tau_p = _checks.temperature(temperature_p, logits_q.dtype, name="temperature_p")
-    invalid = _ops.invalid_rows(logits_q, axis) | _ops.invalid_rows(logits_p, axis)
+    invalid = _ops.invalid_rows(logits_q, axis, tau_q, tau_p) | _ops.invalid_rows(logits_p, axis)
     logits_q = _ops.nan_gradient_where_invalid(logits_q, invalid)
     logits_p = _ops.nan_gradient_where_invalid(logits_p, invalid)
     tau_q = _ops.nan_gradient_where_invalid(tau_q, invalid)
@@ -310,6 +310,16 @@ def kl_relaxed(
         log_y, logits_p, tau_p, axis
     )
     return jnp.squeeze(_ops.nan_where_invalid(kl, invalid), axis).astype(dtype)
+
+
+def _nan_where_temperature_outside_domain(
+    x: jax.Array, logits: jax.Array, tau: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The binary densities' inputs with ``NaN`` gradients where a traced ``tau`` is not ``> 0``,
+    and that mask, for ``_ops.nan_where_invalid`` on the result."""
+    bad_tau = _ops.outside_domain(tau)
+    x, logits, tau = (_ops.nan_gradient_where_invalid(v, bad_tau) for v in (x, logits, tau))
+    return x, logits, tau, bad_tau
 
 
 def _logistic_log_density(x: jax.Array, logits: jax.Array, tau: jax.Array) -> jax.Array:
@@ -359,7 +369,8 @@ def bernoulli_log_prob_logit(
     """
     x, logits, dtype = _checks.float_pair(x, logits, names=("x", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
-    return _logistic_log_density(x, logits, tau).astype(dtype)
+    x, logits, tau, bad_tau = _nan_where_temperature_outside_domain(x, logits, tau)
+    return _ops.nan_where_invalid(_logistic_log_density(x, logits, tau), bad_tau).astype(dtype)
 
 
 def bernoulli_log_prob(
@@ -400,8 +411,10 @@ def bernoulli_log_prob(
     """
     y, logits, dtype = _checks.float_pair(y, logits, names=("y", "logits"))
     tau = _checks.temperature(temperature, logits.dtype)
+    y, logits, tau, bad_tau = _nan_where_temperature_outside_domain(y, logits, tau)
     log_y, log1m_y = jnp.log(y), jnp.log1p(-y)
-    return (_logistic_log_density(log_y - log1m_y, logits, tau) - log_y - log1m_y).astype(dtype)
+    density = _logistic_log_density(log_y - log1m_y, logits, tau) - log_y - log1m_y
+    return _ops.nan_where_invalid(density, bad_tau).astype(dtype)
 
 
 def hard_concrete_l0(
@@ -444,4 +457,8 @@ def hard_concrete_l0(
     x, dtype = _checks.float_array(log_alpha, name="log_alpha")
     tau = _checks.temperature(temperature, x.dtype)
     low, high = _checks.stretch_interval(low, high, x.dtype)
-    return jax.nn.sigmoid(x - tau * jnp.log(-low / high)).astype(dtype)
+    bad = _ops.outside_domain(tau) | ~(low < 0) | ~(high > 1)  # traced values out of range
+    x = _ops.nan_gradient_where_invalid(x, bad)
+    tau = _ops.nan_gradient_where_invalid(tau, bad)
+    probability = jax.nn.sigmoid(x - tau * jnp.log(-low / high))
+    return _ops.nan_where_invalid(probability, bad).astype(dtype)

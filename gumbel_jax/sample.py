@@ -96,8 +96,8 @@ def gumbel_softmax(
       logits: ``[..., num_categories, ...]`` unnormalised log-probabilities, with the categories
         on ``axis``; ``-inf`` masks a category.
       temperature: a positive temperature, a Python number or an array broadcastable to
-        ``logits`` (may be traced, so annealing does not recompile). A traced temperature is not
-        checked: 0 gives ``NaN`` and a negative one reverses the ordering of the soft sample.
+        ``logits`` (may be traced, so annealing does not recompile). A traced temperature cannot
+        be checked: one ``<= 0`` or ``NaN`` gives ``NaN`` values and gradients.
       hard: return the straight-through one-hot sample instead of the relaxed one.
       axis: the category axis.
 
@@ -124,7 +124,7 @@ def gumbel_softmax(
     """
     x, dtype, axis = _checks.logits_array(logits, axis)
     tau = _checks.temperature(temperature, x.dtype)
-    invalid = _ops.invalid_rows(x, axis)
+    invalid = _ops.invalid_rows(x, axis, tau)
     x = _ops.nan_gradient_where_invalid(x, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
     noise = gumbel(key, x.shape, x.dtype)
@@ -257,8 +257,8 @@ def relaxed_bernoulli(
       key: a PRNG key.
       logits: the log-odds ``log(p / (1 - p))``, any shape.
       temperature: a positive temperature, a Python number or an array broadcastable to
-        ``logits`` (may be traced, so annealing does not recompile). A traced temperature is not
-        checked: 0 gives ``NaN`` (or 0/1) and a negative one flips the soft sample.
+        ``logits`` (may be traced, so annealing does not recompile). A traced temperature cannot
+        be checked: one ``<= 0`` or ``NaN`` gives ``NaN`` values and gradients.
       hard: return the straight-through 0/1 sample instead of the relaxed one.
 
     Returns:
@@ -285,12 +285,15 @@ def relaxed_bernoulli(
     """
     x, dtype = _checks.float_array(logits, name="logits")
     tau = _checks.temperature(temperature, x.dtype)
+    bad_tau = _ops.outside_domain(tau)  # a traced temperature <= 0 or NaN: NaN out
+    x = _ops.nan_gradient_where_invalid(x, bad_tau)
+    tau = _ops.nan_gradient_where_invalid(tau, bad_tau)
     noise = _logistic(key, x.shape, x.dtype)
     soft = jax.nn.sigmoid(_ops.tempered_log_odds(x, noise, tau))
     if hard:
         sample = jnp.where(jnp.isnan(x), jnp.nan, (x + noise > 0).astype(soft.dtype))
         soft = _ops.hard_with_soft_gradient(soft, jnp.broadcast_to(sample, soft.shape))
-    return soft.astype(dtype)
+    return _ops.nan_where_invalid(soft, bad_tau).astype(dtype)
 
 
 def hard_concrete(
@@ -345,9 +348,14 @@ def hard_concrete(
     x, dtype = _checks.float_array(log_alpha, name="log_alpha")
     tau = _checks.temperature(temperature, x.dtype)
     low, high = _checks.stretch_interval(low, high, x.dtype)
+    # Traced parameters outside their domain (temperature <= 0, low >= 0, high <= 1, NaN): NaN.
+    bad = _ops.outside_domain(tau) | ~(low < 0) | ~(high > 1)
+    x = _ops.nan_gradient_where_invalid(x, bad)
+    tau = _ops.nan_gradient_where_invalid(tau, bad)
     noise = _logistic(key, x.shape, x.dtype)
     soft = jax.nn.sigmoid(_ops.tempered_log_odds(x, noise, tau))
-    return jnp.clip(low + (high - low) * soft, 0.0, 1.0).astype(dtype)
+    gate = jnp.clip(low + (high - low) * soft, 0.0, 1.0)
+    return _ops.nan_where_invalid(gate, bad).astype(dtype)
 
 
 def relaxed_top_k(
@@ -425,7 +433,7 @@ def relaxed_top_k(
     # end; NaN/+inf entries get a finite stand-in (elementwise: a row-wise one costs a third more).
     n = x.shape[axis]
     weight = jnp.where(jnp.isfinite(x), 1, jnp.where(jnp.isneginf(x), 0, -(n + 1)))
-    invalid = jnp.sum(weight, axis=axis, keepdims=True) < k
+    invalid = (jnp.sum(weight, axis=axis, keepdims=True) < k) | _ops.outside_domain(tau)
     x = _ops.nan_gradient_where_invalid(x, invalid)
     safe_x = jnp.where(jnp.isfinite(x) | jnp.isneginf(x), x, jnp.zeros_like(x))
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
