@@ -241,7 +241,7 @@ def gumbel_rao(
     x, dtype, axis = _checks.logits_array(logits, axis)
     tau = _checks.temperature(temperature, x.dtype)
     num_samples = _checks.positive_int(num_samples, name="num_samples")
-    invalid = _ops.invalid_rows(x, axis)
+    invalid = _ops.invalid_rows(x, axis, tau)
     x = _ops.nan_gradient_where_invalid(x, invalid)
     tau = _ops.nan_gradient_where_invalid(tau, invalid)
     key_sample, key_noise = jax.random.split(key)
