@@ -1,4 +1,7 @@
-"""Counter-based random bits for the estimators' backward passes (private).
+"""Random numbers for the samplers and the estimators' backward passes (private).
+
+``drawn_flat`` draws any ``jax.random`` sampler's array flat: the same values, compiled in a
+fraction of the time.
 
 Gumbel-Rao draws its conditional Gumbel noise in the backward pass, from a 2-word seed kept from
 the forward pass, so nothing of size ``num_samples`` is stored between the passes. The bits come
@@ -11,9 +14,26 @@ any order (``exponentials_at``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+
+def drawn_flat(
+    sampler: Callable[..., jax.Array],
+    key: jax.Array,
+    shape: tuple[int, ...],
+    dtype: jax.typing.DTypeLike = jnp.float32,
+) -> jax.Array:
+    """``sampler(key, shape, dtype)`` (a ``jax.random`` sampler) drawn flat and reshaped.
+
+    The values are the same as drawing ``shape`` directly (the bits of ``jax.random``'s
+    Threefry depend on an element's flat index only), but XLA:CPU compiles the flat draw far
+    faster: ``jax.random.gumbel`` on ``(100, 30, 10)`` took 10.5 s to compile, flat 0.8 s
+    (jax 0.10.2, 2 CPU cores).
+    """
+    return sampler(key, (math.prod(shape),), dtype).reshape(shape)
 
 
 def exponentials(seed: jax.Array, num_samples: int, shape: tuple[int, ...]) -> jax.Array:

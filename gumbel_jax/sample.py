@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gumbel_jax import _checks, _ops
+from gumbel_jax import _checks, _ops, _random
 
 __all__ = [
     "gumbel",
@@ -69,7 +69,7 @@ def gumbel(
       Maddison, Tarlow, Minka. A* Sampling, https://arxiv.org/abs/1411.0030
     """
     dtype = _checks.float_dtype(dtype, name="dtype")
-    noise = jax.random.gumbel(key, shape, _checks.compute_dtype(dtype))
+    noise = _random.drawn_flat(jax.random.gumbel, key, shape, _checks.compute_dtype(dtype))
     return noise.astype(dtype)
 
 
@@ -231,7 +231,7 @@ def _logistic(key: jax.Array, shape: tuple[int, ...], dtype: jax.typing.DTypeLik
     ``float32`` between about -87 and 16.6; the float resolution of ``U`` limits the tails).
     Callers draw it in the compute dtype (``float32`` for ``bfloat16``/``float16`` inputs).
     """
-    return jax.random.logistic(key, shape, dtype)
+    return _random.drawn_flat(jax.random.logistic, key, shape, dtype)
 
 
 def relaxed_bernoulli(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gumbel_jax import _checks, _ops, sample
+from gumbel_jax import _checks, _ops, _random, sample
 from gumbel_jax.estimators._spec import DISTRIBUTIONS, Spec, register
 
 
@@ -107,7 +107,8 @@ def reinforce_loo(
         z = sample.gumbel_max(key, jnp.broadcast_to(x, (num_samples, *x.shape)), axis=axis + 1)
     else:
         x, _ = _checks.float_array(logits, name="logits")
-        z = _ops.bernoulli_below(jax.random.uniform(key, (num_samples, *x.shape), x.dtype), x)
+        u = _random.drawn_flat(jax.random.uniform, key, (num_samples, *x.shape), x.dtype)
+        z = _ops.bernoulli_below(u, x)
     return _reinforce_loo_surrogate(x, z, f, distribution, axis)
 
 
@@ -193,7 +194,7 @@ def disarm(
             "categorical latents use 'reinforce-loo'."
         )
     x, _ = _checks.float_array(logits, name="logits")
-    return _disarm_surrogate(x, jax.random.uniform(key, x.shape, x.dtype), f)
+    return _disarm_surrogate(x, _random.drawn_flat(jax.random.uniform, key, x.shape, x.dtype), f)
 
 
 def _disarm_surrogate(x: jax.Array, u: jax.Array, f: Callable[[jax.Array], jax.Array]) -> jax.Array:
