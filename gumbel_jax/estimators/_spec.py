@@ -28,6 +28,12 @@ DISTRIBUTIONS: tuple[str, ...] = ("categorical", "bernoulli")
 """The distributions an estimator may support: one-hot categorical, or independent Bernoulli."""
 
 _OPTION_TYPES = (bool, int, float, str)
+# The arguments of the uniform call of each kind (``Spec.bind``), which no option may shadow; a
+# surrogate's temperature (REBAR's) is one of its options.
+_CALL_ARGUMENTS = {
+    "sample": ("key", "logits", "temperature", "axis", "distribution"),
+    "surrogate": ("key", "logits", "f", "axis", "distribution"),
+}
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -128,10 +134,10 @@ class Spec:
                     f"Spec {self.name!r}: each option must map a name to a bool, int, float or "
                     f"str default; got {option!r}: {default!r}."
                 )
-            if option in ("key", "logits", "temperature", "f", "axis", "distribution"):
+            if option in _CALL_ARGUMENTS[self.kind]:
                 raise ValueError(
                     f"Spec {self.name!r}: option {option!r} clashes with an argument every "
-                    f"estimator of its kind takes."
+                    f"{self.kind} estimator takes ({', '.join(_CALL_ARGUMENTS[self.kind])})."
                 )
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
         if self.kind == "surrogate" and self.evaluations is None:
