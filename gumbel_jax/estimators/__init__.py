@@ -36,18 +36,28 @@ name                 function               gradient
 ``"gumbel-rao"``     ``gumbel_rao``         ST-GS Rao-Blackwellised over the Gumbel noise
                                             given the sample (lower variance)
 ``"reinmax"``        ``reinmax``            second-order (Heun) straight-through
+``"reinmax-rao"``    ``reinmax_rao``        ReinMax with Gumbel-Rao's Jacobian at
+                                            ``log((pi + D) / 2)`` (lower variance)
+``"reinmax-cv"``     ``reinmax_cv``         ReinMax plus ``eta`` x (Gumbel-Rao minus one
+                                            Gumbel-Softmax draw) as a control variate
 *surrogate*
 ``"reinforce-loo"``  ``reinforce_loo``      REINFORCE with the leave-one-out baseline;
                                             categorical or Bernoulli; unbiased
 ``"disarm"``         ``disarm``             antithetic pair for Bernoulli logits; unbiased
+``"rebar"``          ``rebar``              REINFORCE with ``eta f(sigma(z))`` as control
+                                            variate at z and z ~ p(z | b); unbiased
+``"relax"``          ``relax``              REBAR plus a learned ``control_variate``
+                                            (passed by the caller, not an option); unbiased
+``"indecater"``      ``indecater``          every category of every variable, the others at
+                                            the sample; unbiased
 ===================  =====================  ==============================================
 
 The sample estimators accept a traced temperature (annealing does not recompile; ``zgr`` takes
 none), masked (``-inf``) logits, and compute ``bfloat16``/``float16`` inputs in ``float32``.
-Those defined with ``jax.custom_vjp`` (``gumbel_rao``, ``reinmax``) support reverse-mode
-differentiation (``grad``, ``vjp``) only. The surrogate estimators work under ``jit`` and ``vmap``, never sample
-masked categories, and treat their samples as constants (``f`` needs no gradient with respect to
-them).
+Those defined with ``jax.custom_vjp`` (``gumbel_rao`` and the ``reinmax`` family) support
+reverse-mode differentiation (``grad``, ``vjp``) only. The surrogate estimators work under
+``jit`` and ``vmap``, never sample masked categories, and treat their samples as constants
+(``f`` needs no gradient with respect to them).
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -61,7 +71,7 @@ Examples:
 """
 
 from gumbel_jax.estimators._gumbel_rao import gumbel_rao
-from gumbel_jax.estimators._reinmax import reinmax
+from gumbel_jax.estimators._reinmax import reinmax, reinmax_cv, reinmax_rao
 from gumbel_jax.estimators._score_function import disarm, reinforce_loo
 from gumbel_jax.estimators._spec import (
     DISTRIBUTIONS,
@@ -84,6 +94,9 @@ from gumbel_jax.estimators._straight_through import (
     zgr,
 )
 
+# After the others, so that `names()` lists these surrogates last.
+from gumbel_jax.estimators._control_variates import indecater, rebar, relax  # isort: skip
+
 NAMES: tuple[str, ...] = names(kind="sample")
 """The built-in sample estimators' names, as accepted by ``get`` (``names()`` also lists those
 registered later)."""
@@ -105,11 +118,16 @@ __all__ = [
     "get_surrogate",
     "gumbel_rao",
     "gumbel_softmax",
+    "indecater",
     "names",
     "parse_variant",
+    "rebar",
     "register",
     "reinforce_loo",
     "reinmax",
+    "reinmax_cv",
+    "reinmax_rao",
+    "relax",
     "spec",
     "st_softmax",
     "straight_through",
