@@ -139,8 +139,8 @@ def _relax_surrogate(
     with ``A = f(b) - c(z~)``. Every added term is 0 in value, so the value is ``f(b)``; the
     gradient with respect to ``x`` is RELAX's; ``A`` and ``dc/dz`` keep their dependence on the
     control variate's parameters, ``eta`` and the temperature, so that gradient differentiates
-    exactly with respect to them; and the gradient with respect to them (and to what ``f`` closes over,
-    beyond ``f(b)``) is exactly zero, as the value does not depend on them.
+    exactly with respect to them; and the gradient with respect to them (and to what ``f``
+    closes over, beyond ``f(b)``) is exactly zero, as the value does not depend on them.
 
     ``_drop_conditional_term`` plants a bias for the tests (drops ``-d/dx c(z~)``).
     """
