@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     images, source = training_images(synthetic=args.synthetic)
     images = images[: args.limit_examples]
-    config = Config(estimator="st")
+    config = Config(estimator=torch_reference.TRAINING_ESTIMATOR)  # the one both sides run
     machine = (
         f"{cpu_name()}, {os.cpu_count()} logical CPUs visible; jax {jax.__version__} "
         f"({jax.devices()[0].platform}), torch {torch.__version__} with "

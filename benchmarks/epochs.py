@@ -8,6 +8,7 @@ depend on the pixel values.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import statistics
@@ -21,8 +22,48 @@ import optax
 from benchmarks.timing import time_call
 from experiments.mnist import train
 from experiments.mnist.config import Config
+from gumbel_jax import estimators
 
 NUM_TRAIN = 60_000
+# How the benchmarks' flags write an estimator (``--variants``, ``--estimator``).
+ESTIMATOR_SYNTAX = "NAME[OPTION=VALUE,...]"
+
+
+def estimator_config(text: str, **settings) -> Config:
+    """The default run's :class:`Config` with the estimator ``text`` names.
+
+    ``text`` is a registered estimator's name or a plug-in ``MODULE:ATTRIBUTE``, with options in
+    brackets: ``st``, ``gumbel-rao[num_samples=100]``, ``my_module:MY_SPEC[gap=2.0]``
+    (``gumbel_jax.estimators.parse_variant``). A spec's temperature floor (``min_temperature``)
+    becomes the temperature and its minimum unless ``settings`` set them.
+
+    Raises:
+      ValueError: an unknown estimator or option, or a plug-in that cannot be loaded (one line).
+    """
+    spec, options = estimators.parse_variant(text)
+    floor = spec.min_temperature
+    if floor is not None and min(Config.temperature, Config.temperature_min) < floor:
+        settings = {"temperature": floor, "temperature_min": floor, **settings}
+    estimator = text.partition("[")[0].strip()
+    return Config(estimator=estimator, estimator_options=options, **settings)
+
+
+def estimator_flag(text: str) -> str:
+    """The ``argparse`` type of an estimator flag: checks ``text`` (a bad one is a usage error,
+    one line) and returns it."""
+    try:
+        estimator_config(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+    return text
+
+
+def estimator_help(what: str) -> str:
+    """A flag's help listing the registered estimators and the syntax."""
+    return (
+        f"{what}: {', '.join(estimators.names())}, or MODULE:ATTRIBUTE (a Spec in your own "
+        f"module); options as {ESTIMATOR_SYNTAX}, e.g. gumbel-rao[num_samples=100]"
+    )
 
 
 def synthetic_images(num: int = NUM_TRAIN) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 Usage::
 
-    python -m benchmarks.estimator_epochs [--variants st gumbel-rao:10 gumbel-rao:100]
+    python -m benchmarks.estimator_epochs [--variants st gumbel-rao gumbel-rao[num_samples=100]]
         [--repeats 2] [--out results/estimator_epochs.json]
 
-Each variant (an estimator name, ``gumbel-rao:K`` for Gumbel-Rao with ``K`` samples) trains the
-default model for ``1 + repeats`` epochs through ``experiments.mnist.train.fit``, timed by
+Each variant (a registered estimator's name or a plug-in ``MODULE:ATTRIBUTE``, with options as
+``NAME[OPTION=VALUE,...]``: ``gumbel-rao[num_samples=100]``) trains the default model (with the
+temperature floor of its spec, if it has one) for ``1 + repeats`` epochs through
+``experiments.mnist.train.fit``, timed by
 ``benchmarks.epochs.epoch_benchmark`` (synthetic images, first epoch excluded); the table gives
 the median steady epoch and its ratio to the first variant's, all measured in one process.
 """
@@ -19,23 +21,36 @@ from pathlib import Path
 
 import jax
 
-from benchmarks.epochs import epoch_benchmark
+from benchmarks.epochs import (
+    ESTIMATOR_SYNTAX,
+    epoch_benchmark,
+    estimator_config,
+    estimator_flag,
+    estimator_help,
+)
 from experiments.mnist.config import Config
+
+DEFAULT_VARIANTS = ("st", "gumbel-rao", "gumbel-rao[num_samples=100]")
 
 
 def variant_config(variant: str) -> Config:
-    """``"st"`` -> ``Config(estimator="st")``; ``"gumbel-rao:100"`` sets ``gumbel_rao_samples``."""
-    name, _, samples = variant.partition(":")
-    if samples:
-        return Config(estimator=name, gumbel_rao_samples=int(samples))
-    return Config(estimator=name)
+    """``"st"`` -> ``Config(estimator="st")``; ``"gumbel-rao[num_samples=100]"`` sets the option
+    (``benchmarks.epochs.estimator_config``)."""
+    return estimator_config(variant)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.estimator_epochs", description=__doc__
     )
-    parser.add_argument("--variants", nargs="+", default=["st", "gumbel-rao:10", "gumbel-rao:100"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        type=estimator_flag,
+        default=list(DEFAULT_VARIANTS),
+        metavar=ESTIMATOR_SYNTAX,
+        help=estimator_help("estimators to time, the first one the reference"),
+    )
     parser.add_argument("--repeats", type=int, default=2, help="steady-state epochs per variant")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)

@@ -22,9 +22,15 @@ from pathlib import Path
 
 import jax
 
-from benchmarks.epochs import NUM_TRAIN, synthetic_images
+from benchmarks.epochs import (
+    ESTIMATOR_SYNTAX,
+    NUM_TRAIN,
+    estimator_config,
+    estimator_flag,
+    estimator_help,
+    synthetic_images,
+)
 from experiments.mnist import train
-from experiments.mnist.config import ESTIMATORS, Config
 
 # Fused-op name patterns of XLA:CPU, by what the step spends them on. YNNPACK fusions
 # (``ynn_fusion.N``) also run elementwise ops and reductions: they count as matrix products only
@@ -52,7 +58,7 @@ def matmul_ops(hlo_text: str) -> set[str]:
 def op_times(steps: int, estimator: str) -> tuple[dict[str, float], set[str]]:
     """Microseconds per XLA op name, summed over a traced chunk of ``steps`` training steps, and
     the names of the ops that are matrix products (``matmul_ops`` of the compiled chunk)."""
-    config = Config(estimator=estimator)
+    config = estimator_config(estimator)
     step_config = train.StepConfig.from_config(config)
     state = train.create_train_state(config, data_dim=784)
     images = jax.device_put(synthetic_images())
@@ -86,7 +92,13 @@ def op_times(steps: int, estimator: str) -> tuple[dict[str, float], set[str]]:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="st")
+    parser.add_argument(
+        "--estimator",
+        type=estimator_flag,
+        default="st",
+        metavar=ESTIMATOR_SYNTAX,
+        help=estimator_help("the estimator of the profiled steps"),
+    )
     parser.add_argument("--out", default=None, help="also write the shares as JSON here")
     args = parser.parse_args(argv)
     totals, matmuls = op_times(args.steps, args.estimator)

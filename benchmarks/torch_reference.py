@@ -35,6 +35,10 @@ GOLDEN_HIDDEN = (32, 16)
 GOLDEN_LATENTS, GOLDEN_CATEGORIES = 4, 5
 GOLDEN_BATCH = 8
 GOLDEN_TEMPERATURE = 0.7
+# The estimators this PyTorch reference implements (by the registry's names), each a Gumbel-Softmax
+# with or without the straight-through hard sample; the training step and compare_torch use ST.
+HARD = {"st": True, "relaxed": False}
+TRAINING_ESTIMATOR = "st"
 # (name, estimator, binarize) of the gradient cases; the training-step case is "st" at step 0.
 GOLDEN_CASES = (
     ("st", "st", "dynamic"),
@@ -178,7 +182,7 @@ def golden(seed: int = 0) -> dict[str, np.ndarray]:
         model.zero_grad()
         x = _targets(images, uniform16, binarize)
         pixel_logits, posterior_logits = model(
-            x, GOLDEN_TEMPERATURE, hard=estimator == "st", noise=torch.from_numpy(noise)
+            x, GOLDEN_TEMPERATURE, hard=HARD[estimator], noise=torch.from_numpy(noise)
         )
         loss = negative_elbo(pixel_logits, x, posterior_logits)
         loss.backward()
@@ -191,7 +195,7 @@ def golden(seed: int = 0) -> dict[str, np.ndarray]:
     optimizer.zero_grad()
     x = _targets(images, uniform16, "dynamic")
     pixel_logits, posterior_logits = model(
-        x, temperature_at(0), hard=True, noise=torch.from_numpy(noise)
+        x, temperature_at(0), hard=HARD[TRAINING_ESTIMATOR], noise=torch.from_numpy(noise)
     )
     loss = negative_elbo(pixel_logits, x, posterior_logits)
     loss.backward()

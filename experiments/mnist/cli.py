@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,25 @@ from experiments.mnist.config import (
     Config,
     ConfigError,
 )
+from gumbel_jax import estimators
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default (a list as its values), except ``None`` and on/off switches."""
+    """Shows each flag's default (a list as its values), except ``None`` and on/off switches;
+    keeps the lines of a description or epilog (each wrapped on its own, continued indented)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "\n".join(
+            textwrap.fill(
+                line.strip(),
+                width,
+                initial_indent=indent + line[: len(line) - len(line.lstrip())],
+                subsequent_indent=indent + " " * (len(line) - len(line.lstrip()) + 4),
+            )
+            for line in text.splitlines()
+        )
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.nargs == 0:
@@ -75,6 +91,8 @@ def add_settings(
         options: dict[str, Any] = {"dest": name, "help": field.metadata["help"]}
         if isinstance(field.default, bool):
             options["action"] = "store_false" if field.default else "store_true"
+        elif field.default == ():  # Repeated NAME=VALUE pairs, e.g. --estimator-option k=1.
+            options.update(action="append", metavar="NAME=VALUE")
         elif isinstance(field.default, tuple):  # A list of values, e.g. --hidden 512 256.
             options.update(type=type(field.default[0]), nargs="+", metavar="N")
         else:
@@ -82,7 +100,7 @@ def add_settings(
             options["choices"] = field.metadata["choices"]
             if options["choices"] is None:
                 options["metavar"] = flag(name).lstrip("-").replace("-", "_").upper()
-        options["default"] = field.default
+        options["default"] = None if field.default == () else field.default
         if not show_default:
             options["default"] = None
             options["help"] += f" (default: {field.default})"
@@ -99,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             "set."
         ),
         formatter_class=HelpFormatter,
+        epilog=estimator_list(),
     )
     for title in (MODEL, TRAINING, EVALUATION, DATA_AND_OUTPUTS):
         group = parser.add_argument_group(title)
@@ -136,18 +155,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def estimator_list() -> str:
+    """The registered estimators, one line each with its options, floor and summary (for
+    ``--help``)."""
+    lines = ["estimators (--estimator NAME, or MODULE:ATTRIBUTE for a Spec in your own module):"]
+    for name in estimators.names():
+        spec = estimators.spec(name)
+        facts = [spec.kind, "/".join(spec.distributions)]
+        facts += [f"{option}={value}" for option, value in spec.options.items()]
+        if spec.min_temperature is not None:
+            facts.append(f"temperature >= {spec.min_temperature:g}")
+        if spec.kind == "sample" and not spec.uses_temperature:
+            facts.append("no temperature")
+        lines.append(f"  {name} ({', '.join(facts)}): {spec.summary}")
+    return "\n".join(lines)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The run's config from parsed flags (the data folder resolved from the environment).
 
     Raises:
       ValueError: a setting is invalid; the message names its flag.
     """
+    # The one estimator the CLI knows by name: --hard is the tutorial's shorthand for ST.
     if args.hard and args.estimator not in (None, "st"):
         raise ValueError(
             f"--hard means --estimator st; it contradicts --estimator {args.estimator}"
         )
     values = {field.name: getattr(args, field.name) for field in _flagged_fields()}
     values["estimator"] = "st" if args.hard else (args.estimator or Config.estimator)
+    try:
+        spec = estimators.spec(values["estimator"])
+    except ValueError as error:
+        raise ValueError(str(error).rstrip(".")) from None
+    try:
+        values["estimator_options"] = spec.parse_options(args.estimator_options or ())
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{flag('estimator_options')} {str(error).rstrip('.')}") from None
     values["data_dir"] = input_pipeline.resolve_data_dir(args.data_dir)
     values["workdir"] = str(Path(args.workdir).expanduser().resolve())  # Resolved once, here.
     try:
@@ -264,8 +308,8 @@ def describe_out_of_memory(error: jax.errors.JaxRuntimeError) -> str | None:
     first = text.strip().splitlines()[0]
     return (
         f"the device ran out of memory ({first}): lower --eval-batch-size or --batch-size, or "
-        "the model's size (--latents, --categories, --hidden, --gumbel-rao-samples, "
-        "--num-samples); the checkpoints of finished epochs are kept"
+        "the model's size (--latents, --categories, --hidden) or the estimator's samples "
+        "(--estimator-option); the checkpoints of finished epochs are kept"
     )
 
 

@@ -12,12 +12,9 @@ import json
 import math
 from typing import Any
 
+from gumbel_jax import estimators
 from gumbel_jax.estimators import DISTRIBUTIONS as LATENT_TYPES
-from gumbel_jax.estimators import NAMES as PATHWISE_ESTIMATORS
-from gumbel_jax.estimators import SURROGATE_NAMES as SCORE_FUNCTION_ESTIMATORS
 
-# Pathwise estimators (a sample with a gradient) and score-function ones (a surrogate of the loss).
-ESTIMATORS = PATHWISE_ESTIMATORS + SCORE_FUNCTION_ESTIMATORS
 # The hidden layers' nonlinearities (``experiments.mnist.models`` implements them), in words.
 ACTIVATIONS = {"relu": "ReLU", "leaky_relu": "LeakyReLU (slope 0.3)", "tanh": "tanh"}
 
@@ -108,11 +105,14 @@ class Config:
       lr_schedule: ``constant``, or ``cosine``: decayed from ``learning_rate`` to 0 over the
         run's ``epochs`` (``optax.cosine_decay_schedule``), so ``epochs`` then cannot change on
         resume.
-      estimator: gradient estimator from ``gumbel_jax.estimators`` (one of ``ESTIMATORS``):
-        a pathwise one (``relaxed``, ``st``, ``gumbel-rao``, ``reinmax``) or a score-function one
-        (``reinforce-loo``; ``disarm`` for ``bernoulli`` latents only).
-      gumbel_rao_samples: ``num_samples`` (k) of the ``gumbel-rao`` estimator.
-      num_samples: samples (decoder evaluations) per example of ``reinforce-loo``, at least 2.
+      estimator: the gradient estimator: a name registered in ``gumbel_jax.estimators``
+        (``estimators.names()``), or ``"MODULE:ATTRIBUTE"`` naming a
+        ``gumbel_jax.estimators.Spec`` in the user's own module. Its spec says everything the
+        run needs: its kind (a sample estimator, or a surrogate of the reconstruction term), the
+        latent types it supports, its options and its temperature floor.
+      estimator_options: the estimator's options, ``((name, value), ...)`` sorted by name: every
+        option of its spec, the defaults overridden by those given (a dict is accepted too, as
+        ``config.json`` holds them).
       temperature: initial temperature of the relaxation.
       temperature_min: floor of the annealed temperature.
       anneal_rate: rate of the exponential temperature annealing
@@ -176,19 +176,18 @@ class Config:
     )
     estimator: str = setting(
         "relaxed",
-        help="gradient estimator from gumbel_jax.estimators",
+        help="gradient estimator: a registered name (listed below) or MODULE:ATTRIBUTE, a "
+        "gumbel_jax.estimators.Spec in your own module",
         group=MODEL,
         defines_run=True,
-        choices=ESTIMATORS,
     )
-    gumbel_rao_samples: int = setting(
-        10, help="k of the gumbel-rao estimator", group=MODEL, defines_run=True
-    )
-    num_samples: int = setting(
-        2,
-        help="samples per example of reinforce-loo (decoder evaluations; at least 2)",
+    estimator_options: tuple[tuple[str, Any], ...] = setting(
+        (),
+        help="an option of the estimator (repeat the flag for several), e.g. num_samples=100; "
+        "its options and their defaults are listed below",
         group=MODEL,
         defines_run=True,
+        flag="--estimator-option",
     )
     temperature: float = setting(1.0, help="initial temperature", group=TRAINING, defines_run=True)
     temperature_min: float = setting(
@@ -260,7 +259,31 @@ class Config:
     def __post_init__(self):
         # JSON gives lists: store tuples so the config stays hashable.
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        # Every option of the estimator, sorted: the same training has one config (and folder).
+        options = _option_pairs(self.estimator_options)
+        if isinstance(self.estimator, str):
+            try:
+                options = tuple(sorted(self.spec().check_options(dict(options)).items()))
+            except (ConfigError, ValueError, TypeError):
+                pass  # validate() names the problem
+        object.__setattr__(self, "estimator_options", options)
         self.validate()
+
+    def spec(self) -> estimators.Spec:
+        """The estimator's :class:`gumbel_jax.estimators.Spec` (a plug-in's module is imported).
+
+        Raises:
+          ConfigError: an unknown estimator, or a plug-in that cannot be loaded (one line naming
+            it and the problem).
+        """
+        try:
+            return estimators.spec(self.estimator)
+        except ValueError as error:
+            raise ConfigError(None, _problem(error)) from None
+
+    def options(self) -> dict[str, Any]:
+        """The estimator's options, every one of its spec (as ``spec().bind`` takes them)."""
+        return dict(self.estimator_options)
 
     def validate(self) -> None:
         """Checks every setting.
@@ -274,18 +297,33 @@ class Config:
             choices, value = field.metadata["choices"], getattr(self, field.name)
             if choices is not None and value not in choices:
                 raise ConfigError(field.name, f"must be one of {choices}, got {value!r}")
-        if self.estimator == "disarm" and self.latent_type != "bernoulli":
+        self._check_estimator()
+
+    def _check_estimator(self) -> None:
+        """Asks the estimator's spec: the latent type, the options, the temperature floor."""
+        if not isinstance(self.estimator, str) or not self.estimator:
+            raise ConfigError("estimator", f"must be an estimator's name, got {self.estimator!r}")
+        spec = self.spec()
+        if self.latent_type not in spec.distributions:
+            supporting = estimators.names(distribution=self.latent_type)
             raise ConfigError(
                 None,
-                "disarm is an estimator for binary latents: pass --latent-type bernoulli, or use "
-                "--estimator reinforce-loo for categorical latents",
+                f"--estimator {self.estimator} does not support --latent-type {self.latent_type} "
+                f"(it supports {' and '.join(spec.distributions)}); for {self.latent_type} "
+                f"latents use one of: {', '.join(supporting)}",
             )
-        if self.estimator == "reinmax" and min(self.temperature, self.temperature_min) < 1:
+        try:
+            spec.check_options(self.options())
+        except (ValueError, TypeError) as error:
+            raise ConfigError("estimator_options", _problem(error)) from None
+        floor = spec.min_temperature
+        if floor is not None and min(self.temperature, self.temperature_min) < floor:
+            see = f"; see {spec.reference}" if spec.reference else ""
             raise ConfigError(
                 None,
-                "reinmax needs a temperature >= 1 throughout (its authors' recommendation), got "
-                f"temperature {self.temperature} annealed to {self.temperature_min}: "
-                "pass --temperature-min 1 (and --temperature >= 1)",
+                f"--estimator {self.estimator} needs a temperature >= {floor:g} throughout (its "
+                f"authors' condition), got --temperature {self.temperature:g} and "
+                f"--temperature-min {self.temperature_min:g}: pass both >= {floor:g}{see}",
             )
 
     def _check_integers(self) -> None:
@@ -294,8 +332,6 @@ class Config:
             "categories",
             "epochs",
             "batch_size",
-            "gumbel_rao_samples",
-            "num_samples",
             "anneal_every",
             "eval_samples",
             "eval_batch_size",
@@ -305,12 +341,6 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
-        if self.num_samples < 2:
-            raise ConfigError(
-                "num_samples",
-                f"must be at least 2 (the leave-one-out baseline needs another sample), got "
-                f"{self.num_samples}",
-            )
         if self.categories < 2:
             raise ConfigError("categories", f"must be at least 2, got {self.categories}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
@@ -337,6 +367,7 @@ class Config:
         """Returns the settings as a JSON-compatible dict."""
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
+        out["estimator_options"] = dict(self.estimator_options)
         return out
 
     def to_json(self) -> str:
@@ -375,8 +406,25 @@ class Config:
     def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
         """Saved settings (a ``config.json``) completed with the default of every missing one.
 
-        A run saved before a setting existed was trained with that setting's default.
+        A run saved before a setting existed was trained with that setting's default. A run saved
+        before ``estimator_options`` existed recorded its estimator's sample count in
+        ``gumbel_rao_samples`` (sample estimators) or ``num_samples`` (surrogates): that value
+        becomes the estimator's ``num_samples`` option, if it has one.
         """
+        saved = dict(saved)
+        legacy = {name: saved.pop(name) for name in _LEGACY_SAMPLE_COUNTS if name in saved}
+        if "estimator_options" not in saved and "estimator" in saved:
+            try:
+                spec = estimators.spec(saved["estimator"])
+                count = legacy.get(_LEGACY_SAMPLE_COUNTS[spec.kind == "surrogate"])
+                given = (
+                    {}
+                    if count is None or "num_samples" not in spec.options
+                    else {"num_samples": count}
+                )
+                saved["estimator_options"] = spec.check_options(given)
+            except (ValueError, TypeError):
+                pass  # compared as saved: the difference is reported
         return {**cls().to_dict(), **saved}
 
     def fixed_on_resume_differences(self, saved: dict[str, Any]) -> list[str]:
@@ -407,6 +455,27 @@ class Config:
     def steps_per_epoch(self, num_train: int) -> int:
         """Full batches in one epoch over ``num_train`` examples (the remainder is dropped)."""
         return num_train // self.batch_size
+
+
+# The fields that held a sample count before ``estimator_options``: of the sample estimators, of
+# the surrogates (read by :meth:`Config.with_defaults` from older ``config.json`` files).
+_LEGACY_SAMPLE_COUNTS = ("gumbel_rao_samples", "num_samples")
+
+
+def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
+    """``((name, value), ...)`` sorted by name, from a dict or pairs (JSON gives lists)."""
+    items = options.items() if isinstance(options, dict) else options
+    try:
+        return tuple(sorted((str(name), value) for name, value in items))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "estimator_options", f"must be NAME=VALUE pairs, got {options!r}"
+        ) from None
+
+
+def _problem(error: Exception) -> str:
+    """A library error's message without its final period, to follow a flag's name."""
+    return str(error).rstrip(".")
 
 
 # Settings a resumed run may change: they do not change what is trained or how (``epochs`` only

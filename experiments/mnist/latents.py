@@ -2,17 +2,14 @@
 
 A :class:`LatentType` gathers everything that depends on the kind of latent: the shape of a
 sample, exact samples (for evaluation and pictures), the closed-form KL to the uniform prior, the
-log-probability of a sample under the posterior, the log-prior, and the pathwise estimators of
-``gumbel_jax`` applied to it.
+log-probability of a sample under the posterior and the log-prior. Its name is the
+``distribution`` every ``gumbel_jax`` estimator takes, so the estimators need nothing from here.
 
 - **categorical**: ``latents`` variables of ``categories`` classes, samples one-hot
   ``[..., latents, categories]``, prior uniform over the classes.
 - **bernoulli**: ``latents`` binary variables, samples 0.0/1.0 ``[..., latents]``, prior
-  ``Bernoulli(0.5)``; the encoder gives their log-odds. ``relaxed`` and ``st`` use the binary
-  Concrete (:func:`gumbel_jax.sample.relaxed_bernoulli`); ``gumbel-rao`` and ``reinmax`` see each
-  binary latent as a two-category one with logits ``(0, log-odds)`` and return its second entry:
-  the Gumbel-Softmax of that pair is exactly the binary Concrete (the difference of two standard
-  Gumbels is standard logistic), so these are the same estimators on the same distribution.
+  ``Bernoulli(0.5)``; the encoder gives their log-odds, which every estimator takes with
+  ``distribution="bernoulli"``.
 """
 
 from __future__ import annotations
@@ -20,17 +17,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from gumbel_jax import estimators, sample
+from gumbel_jax import sample
 from gumbel_jax.estimators import DISTRIBUTIONS as LATENT_TYPES
-
-# ``fn(key, logits, temperature) -> sample``: a pathwise estimator with its settings bound.
-PathwiseEstimator = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,37 +78,6 @@ class LatentType:
             latents, categories = logits_shape[-2:]
             return -latents * jnp.log(categories)
         return -logits_shape[-1] * jnp.log(2.0)
-
-    def pathwise(self, estimator: str, *, gumbel_rao_samples: int) -> PathwiseEstimator:
-        """The pathwise estimator ``estimator`` for this kind of latent.
-
-        Args:
-          estimator: one of ``gumbel_jax.estimators.NAMES``.
-          gumbel_rao_samples: ``num_samples`` of ``gumbel-rao``.
-
-        Returns:
-          ``fn(key, logits, temperature) -> sample`` of the shape of ``logits``.
-        """
-        fn = estimators.get(estimator)
-        if estimator == "gumbel-rao":
-            fn = functools.partial(fn, num_samples=gumbel_rao_samples)
-        if self.name == "categorical":
-            return fn
-        if estimator in ("relaxed", "st"):
-            return functools.partial(sample.relaxed_bernoulli, hard=estimator == "st")
-        return functools.partial(_as_two_categories, fn)
-
-
-def _as_two_categories(
-    categorical: PathwiseEstimator, key: jax.Array, logits: jax.Array, temperature: jax.Array
-) -> jax.Array:
-    """A categorical estimator applied to binary latents as categories ``(0, 1)``.
-
-    ``Bernoulli(sigmoid(l))`` is the categorical distribution with logits ``(0, l)``; the sample's
-    second entry is the binary sample, and its gradient flows back to ``l``.
-    """
-    pair = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
-    return categorical(key, pair, temperature)[..., 1]
 
 
 @functools.cache

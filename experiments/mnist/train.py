@@ -44,8 +44,11 @@ from experiments.mnist import (
     models,
     parallel,
 )
-from experiments.mnist.config import SCORE_FUNCTION_ESTIMATORS, Config
+from experiments.mnist.config import Config
 from gumbel_jax import estimators, schedules
+
+# ``fn(key, logits, temperature) -> sample``: a sample estimator with its options bound.
+SampleEstimator = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 @struct.dataclass
@@ -144,13 +147,13 @@ class StepConfig:
     """The settings a training step depends on: the static argument of the jitted functions.
 
     Kept apart from :class:`Config` so that settings the step does not use (epochs, workdir,
-    evaluation...) never cause a recompilation.
+    evaluation...) never cause a recompilation. The estimator is its name (or plug-in) and its
+    options; :meth:`spec` gives what the step does with it.
     """
 
     latent_type: str
     estimator: str
-    gumbel_rao_samples: int
-    num_samples: int
+    estimator_options: tuple[tuple[str, Any], ...]
     temperature: float
     temperature_min: float
     anneal_rate: float
@@ -161,6 +164,10 @@ class StepConfig:
     def from_config(cls, config: Config) -> StepConfig:
         """Picks the step's settings out of a run's config."""
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    def spec(self) -> estimators.Spec:
+        """The estimator's spec (its kind decides the step's loss)."""
+        return estimators.spec(self.estimator)
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -179,19 +186,21 @@ def temperature_schedule(config: Config | StepConfig) -> Callable[[jax.Array], j
     )
 
 
-def estimator(config: Config | StepConfig) -> latents.PathwiseEstimator:
-    """The config's pathwise estimator for its latent type: ``fn(key, logits, temperature)``.
+def estimator(config: Config | StepConfig) -> SampleEstimator:
+    """The config's sample estimator with its options, for its latent type:
+    ``fn(key, logits, temperature) -> sample`` (an estimator without a temperature ignores it).
 
     Raises:
-      ValueError: the config's estimator is a score-function one (see :func:`score_function_loss`).
+      ValueError: the config's estimator is a surrogate (see :func:`surrogate_loss`).
     """
-    if config.estimator in SCORE_FUNCTION_ESTIMATORS:
+    spec = estimators.spec(config.estimator)
+    if spec.kind != "sample":
         raise ValueError(
-            f"{config.estimator} is a score-function estimator: it has no sample to differentiate, "
-            "use score_function_loss"
+            f"{config.estimator} is a {spec.kind} estimator: it has no sample to differentiate, "
+            "use surrogate_loss"
         )
-    return latents.get(config.latent_type).pathwise(
-        config.estimator, gumbel_rao_samples=config.gumbel_rao_samples
+    return functools.partial(
+        spec.bind(dict(config.estimator_options)), distribution=config.latent_type
     )
 
 
@@ -254,16 +263,16 @@ def batch_loss(
     return jnp.mean(losses.negative_elbo(pixel_logits, x, posterior_logits, latent_type))
 
 
-def score_function_loss(
+def surrogate_loss(
     model: models.DiscreteVAE, x: jax.Array, key: jax.Array, config: Config | StepConfig
 ) -> jax.Array:
-    """The training objective of a score-function estimator (``reinforce-loo``, ``disarm``).
+    """The training objective of a surrogate (score-function) estimator.
 
-    The reconstruction term ``-log p(x|z)`` is the ``f`` of the library's surrogate
-    (``gumbel_jax.estimators.get_surrogate``): the decoder is evaluated on all of the estimator's
-    exact samples at once (``config.num_samples`` for REINFORCE-LOO, the antithetic pair for
-    DisARM), its mean is the forward value, and the encoder's gradient is the estimator's while the
-    decoder's is the ordinary pathwise one. The KL to the prior stays analytic and pathwise.
+    The reconstruction term ``-log p(x|z)`` is the ``f`` of the estimator's surrogate (its spec's
+    ``bind``): the decoder is evaluated on all of the estimator's exact samples at once (as many
+    as its options ask, ``spec.cost``), its mean is the forward value, and the encoder's gradient
+    is the estimator's while the decoder's is the ordinary pathwise one. The KL to the prior
+    stays analytic and pathwise.
 
     Args:
       model: the VAE.
@@ -281,11 +290,8 @@ def score_function_loss(
         pixel_logits = model.decode(z.reshape(num * batch, *z.shape[2:])).reshape(num, batch, -1)
         return losses.bernoulli_nll(pixel_logits, jnp.broadcast_to(x, pixel_logits.shape))
 
-    options = {"num_samples": config.num_samples, "distribution": config.latent_type}
-    surrogate = estimators.get_surrogate(config.estimator)
-    recon = surrogate(
-        key, logits, reconstruction, **({} if config.estimator == "disarm" else options)
-    )
+    surrogate = estimators.spec(config.estimator).bind(dict(config.estimator_options))
+    recon = surrogate(key, logits, reconstruction, distribution=config.latent_type)
     return jnp.mean(recon + latents.get(config.latent_type).kl_to_prior(logits))
 
 
@@ -296,10 +302,10 @@ def _train_step(
     binarize_key, sample_key = jax.random.split(key)
     x = input_pipeline.binarize(binarize_key, batch, config.binarize)
 
-    if config.estimator in SCORE_FUNCTION_ESTIMATORS:
+    if config.spec().kind == "surrogate":
 
         def loss_fn(params):
-            return score_function_loss(state.model(params), x, sample_key, config)
+            return surrogate_loss(state.model(params), x, sample_key, config)
     else:
         sample = estimator(config)
 

@@ -22,6 +22,7 @@ from experiments.mnist import cli as mnist_cli
 from experiments.mnist import input_pipeline
 from experiments.mnist.config import LR_SCHEDULES, ConfigError
 from experiments.reproduce import campaign, grid, report
+from gumbel_jax import estimators
 
 PHASES = ("tune", "final", "all", "report")
 
@@ -55,10 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--estimators",
         nargs="+",
-        choices=tuple(grid.VARIANTS),
         default=None,
         metavar="NAME",
-        help="estimators to compare (default: the table's: "
+        help="estimators to compare: the tables' names ("
+        + ", ".join(grid.VARIANTS)
+        + "), any registered estimator ("
+        + ", ".join(estimators.names())
+        + "), with options as NAME[OPTION=VALUE,...], or MODULE:ATTRIBUTE, a "
+        "gumbel_jax.estimators.Spec in your own module (default: the table's: "
         + "; ".join(f"{name}: {' '.join(t.variants)}" for name, t in grid.TABLES.items())
         + ")",
     )
@@ -104,14 +109,23 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=grid.TEMPERATURES,
         metavar="SCHEDULE",
-        help="schedules of relaxed, st and gumbel-rao: T (constant) or T0:TMIN (annealed)",
+        help="schedules of the sample estimators without a temperature floor: T (constant) or "
+        "T0:TMIN (annealed)",
     )
     tuning.add_argument(
-        "--reinmax-temperatures",
+        "--floored-temperatures",
+        "--reinmax-temperatures",  # its name before every floor came from the spec
+        dest="floored_temperatures",
         nargs="+",
-        default=grid.REINMAX_TEMPERATURES,
+        default=grid.FLOORED_TEMPERATURES,
         metavar="SCHEDULE",
-        help="schedules of reinmax, every temperature >= 1",
+        help="schedules of the estimators whose spec sets a temperature floor (min_temperature: "
+        + ", ".join(
+            f"{name} {estimators.spec(name).min_temperature:g}"
+            for name in estimators.names()
+            if estimators.spec(name).min_temperature is not None
+        )
+        + "); every temperature must respect the floor",
     )
     tuning.add_argument(
         "--anneal-rate",
@@ -164,8 +178,8 @@ def _add_data_and_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedule, ...], ...]:
-    """Checks the flags (filling in the table's defaults); returns the two families of temperature
-    schedules.
+    """Checks the flags (filling in the table's defaults and reading ``--estimators`` into
+    ``args.variants``); returns the two families of temperature schedules.
 
     Raises:
       ValueError: a flag's value is invalid.
@@ -174,12 +188,15 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
     args.estimators = args.estimators or table.variants
     if args.eval_samples is None:
         args.eval_samples = table.eval_samples
-    others = [name for name in args.estimators if name not in table.variants]
-    if others:
-        raise ValueError(
-            f"--estimators {' '.join(others)}: not in the {args.latent_type} table, whose "
-            f"estimators are {' '.join(table.variants)}"
-        )
+    variants = {}
+    for text in dict.fromkeys(args.estimators):
+        try:
+            found = grid.variant(text)
+            found.spec.check_distribution(table.latent_type)
+        except ValueError as error:
+            raise ValueError(f"--estimators {text}: {str(error).rstrip('.')}") from None
+        variants.setdefault(found.name, found)
+    args.variants = tuple(variants.values())
     for name in ("epochs", "tune_epochs", "eval_samples", "anneal_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -200,13 +217,15 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
             )
         )
 
-    reinmax = temperature_schedules(args.reinmax_temperatures)
-    if any(s.minimum < 1 for s in reinmax):
-        raise ValueError(
-            f"--reinmax-temperatures must stay >= 1 (ReinMax's recommendation), got "
-            f"{' '.join(args.reinmax_temperatures)}"
-        )
-    return temperature_schedules(args.tune_temperatures), reinmax
+    floored = temperature_schedules(args.floored_temperatures)
+    for variant in args.variants:
+        floor = variant.min_temperature
+        if floor is not None and any(s.minimum < floor for s in floored):
+            raise ValueError(
+                f"--floored-temperatures must stay >= {floor:g} for {variant.name} (its spec's "
+                f"min_temperature), got {' '.join(args.floored_temperatures)}"
+            )
+    return temperature_schedules(args.tune_temperatures), floored
 
 
 def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
@@ -215,19 +234,19 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
     Raises:
       ValueError: a flag's value is invalid.
     """
-    temperatures, reinmax_temperatures = _check_args(args)
+    temperatures, floored_temperatures = _check_args(args)
     table = grid.TABLES[args.latent_type]
     # Paths are resolved once, here.
     root = Path(args.root or table.root).expanduser().resolve()
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
-    variants = tuple(grid.VARIANTS[name] for name in dict.fromkeys(args.estimators))
+    variants = args.variants
     lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules))
     tune_runs = tuple(
         grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table)
         for v in variants
         for c in grid.candidates(
-            v, tuple(args.tune_lrs), temperatures, reinmax_temperatures, lr_schedules
+            v, tuple(args.tune_lrs), temperatures, floored_temperatures, lr_schedules
         )
     )
     plan = campaign.Plan(
@@ -255,8 +274,9 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
 # The flag that sets each run setting the grid varies.
 _FLAGS = {
     "learning_rate": "--tune-lrs",
-    "temperature": "--tune-temperatures / --reinmax-temperatures",
-    "temperature_min": "--tune-temperatures / --reinmax-temperatures",
+    "temperature": "--tune-temperatures / --floored-temperatures",
+    "temperature_min": "--tune-temperatures / --floored-temperatures",
+    "estimator_options": "--estimators",
     "anneal_rate": "--anneal-rate",
     "anneal_every": "--anneal-every",
     "seed": "--seeds",
@@ -287,6 +307,8 @@ def _check_run_settings(plan: campaign.Plan) -> None:
         for run in (*plan.tune_runs, *finals):
             run.config(**plan.config_options)
     except ConfigError as error:
+        if error.field is None:  # settings that conflict: the message says which
+            raise ValueError(error.problem) from None
         raise ValueError(f"{_FLAGS.get(error.field, error.field)} {error.problem}") from None
 
 

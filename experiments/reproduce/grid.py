@@ -6,62 +6,111 @@ estimators it compares. ``categorical`` is the tutorial's VAE with 20x10 categor
 Tucker, NeurIPS 2020, https://arxiv.org/abs/2006.10680): 784-200-200 with LeakyReLU (slope 0.3)
 to 200 log-odds, mirrored decoder.
 
-An estimator of the comparison (:class:`Variant`) is a ``gumbel_jax`` estimator plus, for
-Gumbel-Rao and REINFORCE-LOO, its number of samples. Its tuning grid is every learning rate
-crossed with every temperature schedule of its family: relaxed, ST and Gumbel-Rao share one list
-of schedules, ReinMax has its own (temperatures >= 1, its authors' recommendation), and the
-score-function estimators (REINFORCE-LOO, DisARM) have no temperature, so only learning rates. A
-:class:`CampaignRun` is one training run; its folder names its settings, so a finished run is
+An estimator of the comparison (:class:`Variant`) is a ``gumbel_jax`` estimator (a registered
+name or a plug-in ``MODULE:ATTRIBUTE``) with its options. Its tuning grid is every learning rate
+crossed with every temperature schedule its spec allows: one list of schedules for the sample
+estimators, another (``floored``) for those whose spec sets a ``min_temperature`` (ReinMax's
+authors ask for temperatures >= 1), and none for the surrogate estimators and those without a
+temperature, so only learning rates. A :class:`CampaignRun` is one training run; its folder names
+its settings (the variant's name stands for the estimator and its options), so a finished run is
 found again by its settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from experiments.mnist.config import ACTIVATIONS, SCORE_FUNCTION_ESTIMATORS, Config
+from experiments.mnist.config import ACTIVATIONS, Config
+from gumbel_jax import estimators
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """An estimator of the comparison.
+    """An estimator of the comparison: a ``gumbel_jax`` estimator with its options.
 
     Attributes:
-      name: its name in the table, the JSON and the folders (``gumbel-rao-10`` ...).
-      estimator: the ``gumbel_jax.estimators`` name.
-      gumbel_rao_samples: ``k`` of Gumbel-Rao, ``None`` for the others.
+      name: its name in the table, the JSON and the folders (``gumbel-rao-10`` ...); one name
+        per estimator and options, so that a folder stands for one training.
+      estimator: a registered estimator's name, or a plug-in ``"MODULE:ATTRIBUTE"``.
       title: how the table names it.
-      num_samples: samples of REINFORCE-LOO (decoder evaluations per example), ``None`` for the
-        others.
+      options: the estimator's options (a dict, kept as sorted ``(name, value)`` pairs so the
+        variant stays hashable); those not given take the spec's defaults.
     """
 
     name: str
     estimator: str
-    gumbel_rao_samples: int | None
     title: str
-    num_samples: int | None = None
+    options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        options = self.options.items() if isinstance(self.options, Mapping) else self.options
+        object.__setattr__(self, "options", tuple(sorted(options)))
+
+    @property
+    def spec(self) -> estimators.Spec:
+        """The estimator's spec (a plug-in's module is imported).
+
+        Raises:
+          ValueError: an unknown estimator or a plug-in that cannot be loaded (one line).
+        """
+        return estimators.spec(self.estimator)
 
     @property
     def uses_temperature(self) -> bool:
-        """Whether the estimator relaxes the samples (score-function estimators do not)."""
-        return self.estimator not in SCORE_FUNCTION_ESTIMATORS
+        """Whether the estimator has a temperature to tune (surrogates and sample estimators
+        whose spec says ``uses_temperature=False`` do not)."""
+        spec = self.spec
+        return spec.kind == "sample" and spec.uses_temperature
+
+    @property
+    def min_temperature(self) -> float | None:
+        """The temperature floor of its spec (``None`` without one)."""
+        return self.spec.min_temperature if self.uses_temperature else None
 
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("relaxed", "relaxed", None, "Gumbel-Softmax (relaxed)"),
-        Variant("st", "st", None, "ST Gumbel-Softmax"),
-        Variant("gumbel-rao-10", "gumbel-rao", 10, "Gumbel-Rao, k=10"),
-        Variant("gumbel-rao-100", "gumbel-rao", 100, "Gumbel-Rao, k=100"),
-        Variant("reinmax", "reinmax", None, "ReinMax"),
+        Variant("relaxed", "relaxed", "Gumbel-Softmax (relaxed)"),
+        Variant("st", "st", "ST Gumbel-Softmax"),
+        Variant("gumbel-rao-10", "gumbel-rao", "Gumbel-Rao, k=10", {"num_samples": 10}),
+        Variant("gumbel-rao-100", "gumbel-rao", "Gumbel-Rao, k=100", {"num_samples": 100}),
+        Variant("reinmax", "reinmax", "ReinMax"),
         # Two decoder evaluations per example: the fewest a leave-one-out baseline allows, and
         # DisARM's cost (one antithetic pair).
-        Variant("reinforce-loo", "reinforce-loo", None, "REINFORCE-LOO, 2 samples", 2),
-        Variant("disarm", "disarm", None, "DisARM, 1 pair (2 evaluations)"),
+        Variant("reinforce-loo", "reinforce-loo", "REINFORCE-LOO, 2 samples", {"num_samples": 2}),
+        Variant("disarm", "disarm", "DisARM, 1 pair (2 evaluations)"),
     )
 }
+"""The estimators of the tables, by the names the tables give them (their data: estimator and
+options). Any other estimator is a variant too: see :func:`variant`."""
+
+
+def variant(text: str) -> Variant:
+    """The variant ``text`` names: one of :data:`VARIANTS`, or any estimator with options,
+    ``NAME``, ``NAME[OPTION=VALUE,...]`` or ``MODULE:ATTRIBUTE[...]`` (a registered estimator or
+    a plug-in ``Spec``), with the spec's defaults for the options not given.
+
+    An estimator with options that a table variant already has is that variant (and trains in
+    its folders); any other is named by the estimator as written and the options that differ
+    from the defaults (``gumbel-rao[num_samples=50]``, ``my_module:MY_SPEC``), which is also its
+    title and its folder.
+
+    Raises:
+      ValueError: an unknown estimator or option, or a plug-in that cannot be loaded (one line).
+    """
+    if text in VARIANTS:
+        return VARIANTS[text]
+    spec, options = estimators.parse_variant(text)
+    written = text.partition("[")[0].strip()
+    for known in VARIANTS.values():
+        if known.estimator == written and spec.check_options(dict(known.options)) == options:
+            return known
+    name = written + spec.label(options)[len(spec.name) :]
+    return Variant(name, written, name, options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +146,9 @@ class Table:
     titles: tuple[tuple[str, str], ...] = ()
 
     def variant_title(self, name: str) -> str:
-        """How this table names the variant ``name``."""
-        return dict(self.titles).get(name, VARIANTS[name].title)
+        """How this table names the variant ``name`` (another estimator: its name)."""
+        known = VARIANTS[name].title if name in VARIANTS else name
+        return dict(self.titles).get(name, known)
 
     @property
     def architecture(self) -> str:
@@ -148,7 +198,8 @@ CATEGORICAL = TABLES["categorical"]
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 TUNE_LR_SCHEDULES = ("constant",)
 TEMPERATURES = ("1.0:0.5", "1.0")
-REINMAX_TEMPERATURES = ("1.0", "1.5")
+# The schedules of the estimators whose spec sets a temperature floor (ReinMax's is 1).
+FLOORED_TEMPERATURES = ("1.0", "1.5")
 ANNEAL_RATE = 1e-4
 ANNEAL_EVERY = 500
 
@@ -265,12 +316,14 @@ def candidates(
     variant: Variant,
     learning_rates: tuple[float, ...],
     temperatures: tuple[TemperatureSchedule, ...],
-    reinmax_temperatures: tuple[TemperatureSchedule, ...],
+    floored_temperatures: tuple[TemperatureSchedule, ...],
     lr_schedules: tuple[str, ...] = TUNE_LR_SCHEDULES,
 ) -> tuple[Candidate, ...]:
     """The tuning grid of ``variant``: every learning rate and learning-rate schedule with every
-    temperature schedule of its family (none for a score-function estimator)."""
-    family = reinmax_temperatures if variant.estimator == "reinmax" else temperatures
+    temperature schedule its spec allows: ``floored_temperatures`` for an estimator with a
+    ``min_temperature``, ``temperatures`` for the other sample estimators, none for a surrogate
+    or an estimator without a temperature."""
+    family = temperatures if variant.min_temperature is None else floored_temperatures
     if not variant.uses_temperature:
         family = (None,)
     return tuple(
@@ -317,7 +370,7 @@ class CampaignRun:
         allow_unverified_data: bool = False,
     ) -> Config:
         """The :class:`Config` of the run for ``experiments.mnist.run.train_and_evaluate``."""
-        # Without a temperature (score-function estimators) the defaults are recorded, unused.
+        # Without a temperature (surrogates, ...) the defaults are recorded, unused.
         schedule = self.candidate.temperature_schedule or TemperatureSchedule(
             Config.temperature, Config.temperature_min, Config.anneal_rate, Config.anneal_every
         )
@@ -332,8 +385,7 @@ class CampaignRun:
             learning_rate=self.candidate.learning_rate,
             lr_schedule=self.candidate.lr_schedule,
             estimator=self.variant.estimator,
-            gumbel_rao_samples=self.variant.gumbel_rao_samples or Config.gumbel_rao_samples,
-            num_samples=self.variant.num_samples or Config.num_samples,
+            estimator_options=self.variant.options,
             temperature=schedule.start,
             temperature_min=schedule.minimum,
             anneal_rate=schedule.rate,

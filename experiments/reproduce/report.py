@@ -149,7 +149,7 @@ def _row(
     variant = finished[0].variant
     row = {
         "estimator": variant.estimator,
-        "gumbel_rao_samples": variant.gumbel_rao_samples,
+        "estimator_options": variant.spec.check_options(dict(variant.options)),
         "neg_elbo_mean": neg_elbo_mean,
         "neg_elbo_std": neg_elbo_std,
         "nll_iwae_mean": nll_iwae_mean,

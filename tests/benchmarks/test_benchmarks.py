@@ -34,12 +34,35 @@ def test_threefry_partitionable_is_set_inside_the_block_and_restored():
     assert jax.config.jax_threefry_partitionable == before
 
 
-def test_estimator_epoch_variants_name_the_estimator_and_gumbel_rao_samples():
+def test_estimator_epoch_variants_name_the_estimator_and_its_options():
     from benchmarks.estimator_epochs import variant_config
 
     assert variant_config("st").estimator == "st"
-    config = variant_config("gumbel-rao:100")
-    assert (config.estimator, config.gumbel_rao_samples) == ("gumbel-rao", 100)
+    config = variant_config("gumbel-rao[num_samples=100]")
+    assert (config.estimator, config.options()) == ("gumbel-rao", {"num_samples": 100})
+    assert variant_config("gumbel-rao").options() == {"num_samples": 10}
+    # A spec's temperature floor is the run's temperature.
+    floored = variant_config("reinmax")
+    assert floored.temperature == floored.temperature_min == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--variants", "st", "nope"], "unknown estimator 'nope'"),
+        (["--variants", "gumbel-rao[k=3]"], "estimator 'gumbel-rao' has no option 'k'"),
+        (["--variants", "gumbel-rao[num_samples=x]"], "takes an integer"),
+        (["--variants", "missing_module:SPEC"], "cannot import module 'missing_module'"),
+    ],
+)
+def test_a_bad_estimator_variant_is_a_one_line_usage_error(argv, message, capsys):
+    from benchmarks import estimator_epochs
+
+    with pytest.raises(SystemExit) as exit_info:
+        estimator_epochs.main(argv)
+    assert exit_info.value.code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error) == 1 and message in error[0]
 
 
 def test_the_step_profile_counts_only_fusions_with_a_dot_as_matrix_products():

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.mnist import cli, evaluate, input_pipeline, latents, outputs, train
+from experiments.mnist import cli, evaluate, input_pipeline, outputs, train
 from experiments.mnist.config import Config
 
 THRESHOLD = 175.0
@@ -59,13 +59,13 @@ def test_one_epoch_of_binary_latents_beats_the_threshold(run):
 
 
 def test_without_an_encoder_gradient_the_threshold_is_missed(mnist_dir, tmp_path, monkeypatch):
-    exact = latents.LatentType.pathwise
+    exact = train.estimator
 
-    def no_encoder_gradient(self, estimator, *, gumbel_rao_samples):
-        fn = exact(self, estimator, gumbel_rao_samples=gumbel_rao_samples)
+    def no_encoder_gradient(config):
+        fn = exact(config)
         return lambda key, logits, t: fn(key, jax.lax.stop_gradient(logits), t)
 
-    monkeypatch.setattr(latents.LatentType, "pathwise", no_encoder_gradient)
+    monkeypatch.setattr(train, "estimator", no_encoder_gradient)
     jax.clear_caches()  # The training step is traced again, with the patched estimator.
     try:
         final = _train(mnist_dir, tmp_path / "no-gradient")

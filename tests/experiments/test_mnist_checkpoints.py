@@ -180,11 +180,12 @@ def test_a_changed_latent_type_or_estimator_sample_count_is_refused(
 ):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
-    args = _args(data_dir, workdir, 3, "--latent-type", "bernoulli", "--num-samples", "3")
-    assert cli.main(args) == 2
+    args = _args(data_dir, workdir, 3, "--latent-type", "bernoulli", "--estimator", "gumbel-rao")
+    assert cli.main([*args, "--estimator-option", "num_samples=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot resume the checkpoint at step 12")
-    assert "latent_type: 'categorical' -> 'bernoulli'" in err and "num_samples: 2 -> 3" in err
+    assert "latent_type: 'categorical' -> 'bernoulli'" in err
+    assert "estimator_options: {} -> {'num_samples': 3}" in err
     assert len(err.splitlines()) == 1
     assert cli.main(_args(data_dir, workdir, 3, "--activation", "tanh")) == 2
     assert "activation: 'relu' -> 'tanh'" in capsys.readouterr().err

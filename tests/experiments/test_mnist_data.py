@@ -146,7 +146,7 @@ def test_environment_variable_is_used_and_the_flag_wins(tmp_path, monkeypatch, c
         ["--latent-type", "gaussian"],
         ["--activation", "sigmoid"],
         ["--hidden"],
-        ["--num-samples", "two"],
+        ["--estimator-option"],
     ],
 )
 def test_bad_flags_give_a_usage_error(args, capsys):
@@ -162,11 +162,33 @@ def test_bad_flags_give_a_usage_error(args, capsys):
         (["--lr", "0"], "error: --lr must be positive, got 0.0"),
         (["--batch-size", "0"], "error: --batch-size must be a positive integer, got 0"),
         (["--temperature-min", "-1"], "error: --temperature-min must be positive, got -1.0"),
-        (["--num-samples", "1"], "error: --num-samples must be at least 2"),
+        (
+            ["--estimator", "gumbel-rao", "--estimator-option", "k=3"],
+            "error: --estimator-option estimator 'gumbel-rao' has no option 'k'; its options "
+            "(with defaults): num_samples=10",
+        ),
+        (
+            ["--estimator", "gumbel-rao", "--estimator-option", "num_samples=two"],
+            "error: --estimator-option option 'num_samples' of estimator 'gumbel-rao' takes an "
+            "integer (default 10); got 'two'",
+        ),
+        (
+            ["--estimator-option", "num_samples=3"],
+            "error: --estimator-option estimator 'relaxed' has no option 'num_samples'; its "
+            "options (with defaults): none",
+        ),
+        (["--estimator", "gumbel-rao", "--estimator-option", "3"], "must be written NAME=VALUE"),
+        (["--estimator", "nope"], "error: unknown estimator 'nope'; registered: relaxed, st,"),
         (["--hidden", "200", "0"], "error: --hidden must be positive layer widths"),
         (
             ["--estimator", "disarm"],
-            "error: disarm is an estimator for binary latents: pass --latent-type bernoulli",
+            "error: --estimator disarm does not support --latent-type categorical (it supports "
+            "bernoulli); for categorical latents use one of: relaxed, st,",
+        ),
+        (
+            ["--estimator", "reinmax", "--temperature", "1.5", "--temperature-min", "0.5"],
+            "error: --estimator reinmax needs a temperature >= 1 throughout (its authors' "
+            "condition), got --temperature 1.5 and --temperature-min 0.5: pass both >= 1",
         ),
     ],
 )
@@ -281,7 +303,8 @@ def test_a_config_error_names_its_field():
     )
     with pytest.raises(ConfigError) as error:
         Config(estimator="reinmax")
-    assert error.value.field is None and str(error.value).startswith("reinmax needs")
+    assert error.value.field is None
+    assert str(error.value).startswith("--estimator reinmax needs a temperature >= 1")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.mnist import latents, losses
+from experiments.mnist import latents, losses, train
+from experiments.mnist.config import Config
 from gumbel_jax import estimators
 
 BERNOULLI = latents.get("bernoulli")
@@ -73,22 +74,11 @@ def test_exact_samples_have_the_posterior_frequencies(kind):
     np.testing.assert_allclose(np.mean(np.asarray(draws), axis=0), expected, atol=0.012)
 
 
-def test_two_category_form_is_the_binary_concrete():
-    """Gumbel-Softmax of logits (0, l) has the distribution of the binary Concrete at l."""
-    logits = jnp.full((100_000,), 0.8)
-    as_pair = latents._as_two_categories(estimators.get("relaxed"), jax.random.key(4), logits, 0.7)
-    binary = BERNOULLI.pathwise("relaxed", gumbel_rao_samples=1)(jax.random.key(5), logits, 0.7)
-    quantiles = np.linspace(0.05, 0.95, 19)
-    np.testing.assert_allclose(
-        np.quantile(np.asarray(as_pair), quantiles),
-        np.quantile(np.asarray(binary), quantiles),
-        atol=0.01,
-    )
-
-
 @pytest.mark.parametrize("estimator", ["st", "gumbel-rao", "reinmax"])
-def test_binary_pathwise_estimators_give_exact_samples_and_gradients(estimator):
-    fn = BERNOULLI.pathwise(estimator, gumbel_rao_samples=4)
+def test_binary_sample_estimators_give_exact_samples_and_gradients(estimator):
+    """The experiment's estimator for binary latents is the library's, bound by the spec."""
+    config = Config(latent_type="bernoulli", estimator=estimator, temperature_min=1.0)
+    fn = train.estimator(config)
     logits = jnp.full((20_000,), -0.4)
     draws = np.asarray(fn(jax.random.key(6), logits, 1.0))
     assert set(np.unique(draws)) <= {0.0, 1.0}
@@ -96,4 +86,8 @@ def test_binary_pathwise_estimators_give_exact_samples_and_gradients(estimator):
     grad = jax.grad(lambda x: jnp.sum(fn(jax.random.key(6), x, 1.0) * jnp.arange(3.0)))(
         jnp.zeros(3)
     )
+    library = estimators.spec(estimator).fn(
+        jax.random.key(6), logits, 1.0, distribution="bernoulli"
+    )
+    np.testing.assert_array_equal(draws, np.asarray(library))
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)

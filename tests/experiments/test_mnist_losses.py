@@ -1,5 +1,7 @@
 """Unit tests of experiments.mnist.losses and of the run config."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,9 +72,35 @@ def test_importance_weights_give_the_exact_likelihood_for_one_latent():
 
 
 def test_config_round_trips_through_json():
-    config = Config(latents=4, hidden=(32, 16), estimator="gumbel-rao", data_dir="/x")
+    config = Config(
+        latents=4,
+        hidden=(32, 16),
+        estimator="gumbel-rao",
+        estimator_options={"num_samples": 3},
+        data_dir="/x",
+    )
+    assert json.loads(config.to_json())["estimator_options"] == {"num_samples": 3}
     assert Config.from_json(config.to_json()) == config
     assert hash(Config.from_json(config.to_json())) == hash(config)
+    # Every option is recorded, the defaults included: one config per training.
+    assert Config(estimator="gumbel-rao").estimator_options == (("num_samples", 10),)
+    assert Config(estimator="gumbel-rao", estimator_options={"num_samples": 10}) == Config(
+        estimator="gumbel-rao"
+    )
+
+
+def test_a_config_saved_before_the_estimator_options_reads_its_sample_counts():
+    saved = Config(estimator="gumbel-rao").to_dict()
+    del saved["estimator_options"]
+    saved.update(gumbel_rao_samples=100, num_samples=2)
+    now = Config(estimator="gumbel-rao", estimator_options={"num_samples": 100})
+    assert now.fixed_on_resume_differences(saved) == []
+    loo = {**Config(estimator="reinforce-loo").to_dict(), "gumbel_rao_samples": 10}
+    loo.pop("estimator_options")
+    loo["num_samples"] = 3
+    assert Config(estimator="reinforce-loo").fixed_on_resume_differences(loo) == [
+        "estimator_options: {'num_samples': 3} -> {'num_samples': 2}"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -80,11 +108,13 @@ def test_config_round_trips_through_json():
     [
         ({"latents": 0}, "latents must be a positive integer"),
         ({"categories": 1}, "categories must be at least 2"),
-        ({"estimator": "nope"}, "estimator must be one of"),
+        ({"estimator": "nope"}, "unknown estimator 'nope'"),
+        ({"estimator": "missing_module:SPEC"}, "cannot import module 'missing_module'"),
+        ({"estimator_options": {"k": 1}}, "estimator 'relaxed' has no option 'k'"),
         ({"binarize": "static"}, "binarize must be one of"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
         ({"temperature": 0.0}, "temperature must be positive"),
-        ({"estimator": "reinmax"}, "reinmax needs a temperature >= 1"),
+        ({"estimator": "reinmax"}, "--estimator reinmax needs a temperature >= 1"),
     ],
 )
 def test_config_rejects_bad_settings(changes, message):

@@ -1,11 +1,15 @@
 """Tests of experiments.mnist.train on a tiny model and synthetic images (no MNIST needed)."""
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.mnist import train
 from experiments.mnist.config import Config
+from gumbel_jax import estimators
 
 TINY = Config(
     latents=3,
@@ -128,13 +132,41 @@ def test_fit_refuses_a_batch_larger_than_the_data(images):
         train.fit(train.create_train_state(config, data_dim=784), images, config=config)
 
 
-@pytest.mark.parametrize("estimator", ["relaxed", "gumbel-rao", "reinmax"])
-def test_every_estimator_trains(images, estimator):
-    extra = {"temperature": 1.0, "temperature_min": 1.0} if estimator == "reinmax" else {}
+# One of each kind of spec: no option, an option, a temperature floor, a surrogate.
+@pytest.mark.parametrize("estimator", ["relaxed", "gumbel-rao", "reinmax", "reinforce-loo"])
+def test_every_kind_of_estimator_trains(images, estimator):
+    floor = estimators.spec(estimator).min_temperature
+    extra = {"temperature": floor, "temperature_min": floor} if floor else {}
     config = Config(**{**TINY.to_dict(), "estimator": estimator, "epochs": 1, **extra})
     state, results = _fit(config, images)
     assert np.isfinite(results[0].train_loss)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+
+
+def test_the_step_runs_the_library_estimator_with_the_configs_options():
+    """Bitwise the library's function with the options bound: sample and gradient."""
+    config = Config(estimator="gumbel-rao", estimator_options={"num_samples": 3})
+    assert train.StepConfig.from_config(config).estimator_options == (("num_samples", 3),)
+    logits = jax.random.normal(jax.random.key(1), (4, 5, 6))
+    weights = jax.random.normal(jax.random.key(2), (4, 5, 6))
+
+    def objective(fn):
+        return lambda x: jnp.sum(fn(jax.random.key(3), x, 0.7) * weights)
+
+    ours = train.estimator(config)
+    library = functools.partial(estimators.gumbel_rao, num_samples=3)
+    np.testing.assert_array_equal(
+        ours(jax.random.key(3), logits, 0.7), library(jax.random.key(3), logits, 0.7)
+    )
+    np.testing.assert_array_equal(
+        jax.grad(objective(ours))(logits), jax.grad(objective(library))(logits)
+    )
+    default = functools.partial(estimators.gumbel_rao, num_samples=10)
+    assert not np.array_equal(
+        jax.grad(objective(ours))(logits), jax.grad(objective(default))(logits)
+    )
+    with pytest.raises(ValueError, match="reinforce-loo is a surrogate estimator"):
+        train.estimator(Config(estimator="reinforce-loo"))
 
 
 def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():

@@ -305,18 +305,26 @@ def test_status_choose_and_report_from_finished_workdirs(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--reinmax-temperatures", "0.5"], "must stay >= 1"),
+        (["--reinmax-temperatures", "0.5"], "must stay >= 1 for reinmax"),
+        (["--floored-temperatures", "0.5"], "--floored-temperatures must stay >= 1 for reinmax"),
         (["--tune-temperatures", "hot"], "is not 'T'"),
         (["--seeds", "1", "1"], "distinct"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--tune-lrs", "inf"], "--tune-lrs must be finite, got inf"),
         (["--anneal-rate", "inf"], "--anneal-rate must be finite, got inf"),
-        (["--tune-temperatures", "inf"], "--reinmax-temperatures must be finite, got inf"),
+        (["--tune-temperatures", "inf"], "--floored-temperatures must be finite, got inf"),
         (["--seeds", str(2**32)], "--seeds must be an integer from 0 to 4294967295"),
-        (["--estimators", "disarm"], "--estimators disarm: not in the categorical table"),
         (
-            ["--latent-type", "bernoulli", "--estimators", "gumbel-rao-10"],
-            "--estimators gumbel-rao-10: not in the bernoulli table",
+            ["--estimators", "disarm"],
+            "--estimators disarm: estimator 'disarm' supports bernoulli latents, not "
+            "'categorical'; for 'categorical' latents use one of: relaxed, st,",
+        ),
+        (["--estimators", "nope"], "--estimators nope: unknown estimator 'nope'; registered:"),
+        (["--estimators", "st[gap=1]"], "--estimators st[gap=1]: estimator 'st' has no option"),
+        (
+            ["--estimators", "no_such_module:SPEC"],
+            "--estimators no_such_module:SPEC: plug-in estimator 'no_such_module:SPEC': cannot "
+            "import module 'no_such_module'",
         ),
         (["--latent-type", "gaussian"], "invalid choice: 'gaussian'"),
         (["--eval-samples", "0"], "--eval-samples must be at least 1"),
@@ -456,7 +464,7 @@ def test_score_function_estimators_are_tuned_over_learning_rates_only():
     options = {"eval_samples": 4, "data_dir": None, "progress": False}
     config = grid.final_run(Path("r"), loo, candidates[0], seed=1, epochs=3).config(**options)
     assert (config.latent_type, config.latents, config.categories) == ("categorical", 20, 10)
-    assert (config.estimator, config.num_samples) == ("reinforce-loo", 2)
+    assert (config.estimator, config.options()) == ("reinforce-loo", {"num_samples": 2})
 
 
 def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_type(tmp_path):
