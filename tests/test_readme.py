@@ -108,3 +108,16 @@ def test_the_experiment_manual_names_every_flag():
     manual = MNIST.read_text()
     for flag in sorted(set(flags) - {"--help"}):
         assert f"`{flag}" in manual, f"experiments/mnist/README.md does not mention {flag}"
+
+
+def test_every_registered_estimator_is_listed_with_its_paper():
+    from gumbel_jax import estimators
+
+    guide = (ROOT / "docs" / "library.md").read_text()
+    front = README.read_text()
+    for name in estimators.names():
+        spec = estimators.spec(name)
+        paper = re.findall(r"https://[^\s;,)]+", spec.reference)[0]
+        row = next((line for line in guide.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert paper in row, f"docs/library.md's estimator table lacks {name!r} with {paper}"
+        assert f'(`"{name}"`' in front, f"README.md's API table lacks {name!r}"
