@@ -1,4 +1,9 @@
-"""Shared fixtures: the folder of the real MNIST IDX files."""
+"""Shared fixtures (the folder of the real MNIST IDX files) and the fast tier's rule.
+
+Every test that uses the real MNIST data (the ``mnist_dir`` fixture, directly or through another
+fixture) is marked ``slow``, as are the modules that mark themselves (subprocesses, campaigns):
+``python -m pytest -m "not slow"`` is the quick loop, ``python -m pytest`` runs everything.
+"""
 
 import os
 from pathlib import Path
@@ -16,3 +21,9 @@ def mnist_dir(tmp_path_factory) -> Path:
     folder. Fails (rather than skips) when neither works: the real-data tests must run.
     """
     return mnist_folder(os.environ.get(MNIST_DIR_ENV), tmp_path_factory.mktemp("mnist"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "mnist_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -20,10 +20,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from idx_files import write_random_idx
 
 from experiments.mnist import parallel
 from experiments.mnist.config import Config
+
+pytestmark = pytest.mark.slow  # subprocesses with several devices and hosts
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
