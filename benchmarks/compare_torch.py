@@ -41,6 +41,7 @@ from benchmarks import torch_reference
 from benchmarks.epochs import epoch_benchmark, synthetic_images
 from experiments.mnist import input_pipeline
 from experiments.mnist.config import DATA_DIR_ENV, Config
+from experiments.mnist.workdir import file_problem
 
 
 def cpu_name() -> str:
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", default="results/compare_torch_cpu.json")
     args = parser.parse_args(argv)
+    if args.out and (problem := file_problem(args.out, writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a file you can write")
 
     images, source = training_images(synthetic=args.synthetic)
     images = images[: args.limit_examples]

@@ -29,6 +29,7 @@ from benchmarks.epochs import (
     estimator_help,
 )
 from experiments.mnist.config import Config
+from experiments.mnist.workdir import file_problem
 
 DEFAULT_VARIANTS = ("st", "gumbel-rao", "gumbel-rao[num_samples=100]")
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2, help="steady-state epochs per variant")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
+    if args.out and (problem := file_problem(args.out, writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a file you can write")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}", flush=True)
     rows = {}
     for variant in args.variants:

@@ -22,6 +22,16 @@ options, ``"gumbel-rao[num_samples=100]"``. Each runs on the problems of the dis
 spec supports: sample estimators on ``f`` of their sample (``distribution="bernoulli"`` on the
 binary problems), surrogate estimators on ``f`` itself.
 
+An estimator whose spec has a learned part (``Spec.control_variate``, RELAX's network, or
+``Spec.tunable`` options, REBAR's ``eta`` and temperature) also runs *learned*, beside its fixed
+row: before measuring, :data:`LEARN_STEPS` Adam steps on the variance gradient (Grathwohl et al.,
+eq. 5: ``jax.grad`` of the squared gradient estimate, averaged over :data:`LEARN_KEYS` keys per
+step, fixed seed) tune its tunable options (a positive one as its logarithm) and, with a control
+variate, a small network of the relaxed sample (:func:`control_variate`). The learned row is
+labelled ``NAME (learned)``; its ``evaluations`` are those of the fixed estimator (the learning's
+cost is not counted), so its variance compares with REINFORCE-LOO's and DisARM's at equal
+evaluations of ``f`` per gradient.
+
 For each sample estimator and temperature (from the spec's ``min_temperature`` up; once, with no
 temperature, for an estimator that takes none), ``diagnostics.gradient_stats`` draws
 ``--num-draws`` gradients and reports the bias (L2), the variance (trace), the MSE and the
@@ -40,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import platform
 import time
@@ -49,9 +60,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.tree_util import Partial
 
 from benchmarks.timing import time_call
+from experiments.mnist import estimator_check
+from experiments.mnist.workdir import file_problem
 from gumbel_jax import diagnostics, estimators
 
 TEMPERATURES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -63,6 +77,14 @@ EXTRA_VARIANTS = (
     "reinforce-loo[num_samples=16]",
 )
 TIMING_BATCH = 1000
+# The learned variants' fit: Adam steps on the variance gradient, keys per step, step size, the
+# control variate's hidden width, the seed.
+LEARN_STEPS = 300
+LEARN_KEYS = 16
+LEARN_RATE = 1e-2
+CONTROL_VARIATE_HIDDEN = 32
+LEARN_SEED = 7
+LEARNED_SUFFIX = " (learned)"
 
 Objective = Callable[[jax.Array], jax.Array]  # one sample of the logits' shape -> scalar
 
@@ -103,31 +125,134 @@ def problems() -> list[Problem]:
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """An estimator with its options, as the benchmark names it (``Spec.label``)."""
+    """An estimator with its options, as the benchmark names it (``Spec.label``), fixed or
+    ``learned`` (its control variate and tunable options fitted first, :func:`learn`)."""
 
     spec: estimators.Spec
     options: dict
+    learned: bool = False
 
     @property
     def label(self) -> str:
-        return self.spec.label(self.options)
+        return self.spec.label(self.options) + (LEARNED_SUFFIX if self.learned else "")
+
+
+def learnable(spec: estimators.Spec) -> bool:
+    """Whether a spec has something to learn: a control variate or tunable options."""
+    return spec.kind == "surrogate" and (spec.control_variate or bool(spec.tunable))
 
 
 def variants(texts: Sequence[str] | None = None) -> list[Variant]:
     """The variants of ``texts`` (``NAME``, ``NAME[OPTION=VALUE,...]``, ``MODULE:ATTRIBUTE``),
-    by default every registered estimator and ``EXTRA_VARIANTS``.
+    by default every registered estimator and ``EXTRA_VARIANTS``; each one that is
+    :func:`learnable` is followed by its learned variant.
 
     Raises:
       ValueError: an unknown estimator or option (one line, from ``estimators.parse_variant``).
     """
     if texts is None:
         texts = (*estimators.names(), *EXTRA_VARIANTS)
-    return [Variant(*estimators.parse_variant(text)) for text in texts]
+    chosen = []
+    for text in texts:
+        variant = Variant(*estimators.parse_variant(text))
+        if ":" in text.partition("[")[0]:  # a plug-in: its first step traced before any work
+            for distribution in variant.spec.distributions:
+                estimator_check.check_first_step(
+                    variant.spec,
+                    variant.spec.check_options(variant.options),
+                    shape=estimator_check.logits_shape(1, 4, 4, distribution),
+                    distribution=distribution,
+                    name=text,
+                    flag="--estimators",
+                )
+        chosen.append(variant)
+        if learnable(variant.spec):
+            chosen.append(dataclasses.replace(variant, learned=True))
+    return chosen
+
+
+def control_variate(params: dict, relaxed: jax.Array) -> jax.Array:
+    """The benchmark's learned control variate: ``[2, *logits.shape]`` relaxed samples to
+    ``[2]``, one tanh hidden layer of the flattened ``2 sigma - 1``."""
+    h = 2.0 * relaxed.reshape(relaxed.shape[0], -1) - 1.0
+    return (jnp.tanh(h @ params["w1"] + params["b1"]) @ params["w2"])[..., 0] + params["b2"]
+
+
+def _initial_learned(spec: estimators.Spec, options: dict, size: int) -> dict:
+    """The learned parameters at the start: the tunable options at their values (a positive one
+    as its logarithm) and, with a control variate, a network whose output starts at zero."""
+    tuned = {
+        name: jnp.log(jnp.float32(options[name]))
+        if domain == "positive"
+        else jnp.float32(options[name])
+        for name, domain in spec.tunable.items()
+    }
+    params = {"tuned": tuned}
+    if spec.control_variate:
+        key = jax.random.key(LEARN_SEED)
+        params["network"] = {
+            "w1": jax.random.normal(key, (size, CONTROL_VARIATE_HIDDEN)) / np.sqrt(size),
+            "b1": jnp.zeros(CONTROL_VARIATE_HIDDEN),
+            "w2": jnp.zeros((CONTROL_VARIATE_HIDDEN, 1)),
+            "b2": jnp.zeros(()),
+        }
+    return params
+
+
+def _learned_call(problem: Problem, variant: Variant) -> Callable:
+    """``(params, key) -> gradient`` of a learnable surrogate with learned ``params``."""
+    spec, f_batch = variant.spec, jax.vmap(problem.f)
+    call = spec.bind_learned(variant.options)
+
+    def gradient(params, key):
+        tuned = {
+            name: jnp.exp(params["tuned"][name]) if domain == "positive" else params["tuned"][name]
+            for name, domain in spec.tunable.items()
+        }
+        network = params.get("network")
+        cv = None if network is None else functools.partial(control_variate, network)
+
+        def surrogate(logits):
+            return call(key, logits, f_batch, cv, tuned, distribution=problem.distribution)
+
+        return jax.grad(surrogate)(problem.logits)
+
+    return gradient
+
+
+def learn(problem: Problem, variant: Variant) -> dict:
+    """Fits a learnable variant on ``problem``: :data:`LEARN_STEPS` Adam steps on the variance
+    gradient (of the sum of squares of the gradient estimate, averaged over
+    :data:`LEARN_KEYS` keys per step), from the seed :data:`LEARN_SEED`.
+
+    Returns:
+      The learned parameters (``{"tuned": ..., "network": ...}``), for :func:`gradient_fn`.
+    """
+    gradient = _learned_call(problem, variant)
+    params = _initial_learned(variant.spec, variant.options, int(np.prod(problem.logits.shape)))
+    tx = optax.adam(LEARN_RATE)
+
+    def variance(params, keys):
+        return jnp.mean(jax.vmap(lambda key: jnp.sum(gradient(params, key) ** 2))(keys))
+
+    def step(carry, key):
+        params, opt_state = carry
+        grads = jax.grad(variance)(params, jax.random.split(key, LEARN_KEYS))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    keys = jax.random.split(jax.random.key(LEARN_SEED), LEARN_STEPS)
+    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys))(params)
+    return params
 
 
 def gradient_fn(problem: Problem, variant: Variant) -> Callable:
     """``(temperature, key) -> gradient`` (sample estimators) or ``key -> gradient``
-    (surrogates) of the problem's objective with respect to its logits."""
+    (surrogates, and sample estimators without a temperature) of the problem's objective with
+    respect to its logits; a learned variant is fitted first (:func:`learn`)."""
+    if variant.learned:
+        learned, gradient = learn(problem, variant), _learned_call(problem, variant)
+        return lambda key: gradient(learned, key)
     call = variant.spec.bind(variant.options)
     distribution = problem.distribution
     if variant.spec.kind == "surrogate":
@@ -141,6 +266,8 @@ def gradient_fn(problem: Problem, variant: Variant) -> Callable:
     def loss(logits, temperature, key):
         return problem.f(call(key, logits, temperature, distribution=distribution))
 
+    if not variant.spec.uses_temperature:  # run at temperature None (``temperatures_for``)
+        return lambda key: jax.grad(loss)(problem.logits, 1.0, key)  # the call drops it
     return lambda temperature, key: jax.grad(loss)(problem.logits, temperature, key)
 
 
@@ -169,6 +296,7 @@ def _row(problem, variant, temperature, stats, cost) -> dict:
     return {
         "problem": problem.name,
         "estimator": variant.label,
+        "learned": variant.learned,
         "kind": variant.spec.kind,
         "unbiased": variant.spec.unbiased,
         "evaluations": variant.spec.cost(variant.options, problem.logits.shape),
@@ -320,6 +448,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"every registered estimator and {', '.join(EXTRA_VARIANTS)})",
     )
     args = parser.parse_args(argv)
+    if args.out and (problem := file_problem(args.out, writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a file you can write")
+    for name in ("num_draws", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
     try:
         chosen_variants = variants(args.estimators)
     except ValueError as error:

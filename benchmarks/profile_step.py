@@ -31,6 +31,7 @@ from benchmarks.epochs import (
     synthetic_images,
 )
 from experiments.mnist import train
+from experiments.mnist.workdir import file_problem
 
 # Fused-op name patterns of XLA:CPU, by what the step spends them on. YNNPACK fusions
 # (``ynn_fusion.N``) also run elementwise ops and reductions: they count as matrix products only
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--out", default=None, help="also write the shares as JSON here")
     args = parser.parse_args(argv)
+    if args.out and (problem := file_problem(args.out, writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a file you can write")
     totals, matmuls = op_times(args.steps, args.estimator)
     total = sum(totals.values())
     shares = {name: 0.0 for name in [*CATEGORIES, "other"]}

@@ -38,6 +38,7 @@ from benchmarks.epochs import (
 )
 from benchmarks.samplers import print_table, sampler_benchmarks
 from benchmarks.timing import matmul_peak_gflops
+from experiments.mnist.workdir import file_problem
 
 
 def _device_description() -> str:
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampler-repeats", type=int, default=50)
     parser.add_argument("--out", default="results/benchmark.json", help="where to write the JSON")
     args = parser.parse_args(argv)
+    if args.out and (problem := file_problem(args.out, writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a file you can write")
 
     partitionable = bool(jax.config.jax_threefry_partitionable)
     print(

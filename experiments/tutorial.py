@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments.mnist import input_pipeline
+from experiments.mnist import input_pipeline, workdir
 from gumbel_jax import sample, schedules
 
 # Settings: the tutorial's.
@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    # Fix: the picture's folder is checked before training, not after it.
+    if (problem := workdir.folder_problem(Path(args.out), writable=True)) is not None:
+        parser.error(f"--out {args.out} {problem}: pass a folder you can write")
     return args
 
 
@@ -189,8 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_reconstructions(out / "reconstructions.png", test_x[:8], reconstructions)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_reconstructions(out / "reconstructions.png", test_x[:8], reconstructions)
+    except OSError as error:  # a full disk, a folder made read-only since the start
+        print(f"error: cannot write {error.filename or out} ({error.strerror})", file=sys.stderr)
+        return 2
     print(f"saved {out / 'reconstructions.png'}", flush=True)
     return 0
 

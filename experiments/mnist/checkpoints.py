@@ -5,7 +5,9 @@ items:
 
 - ``state``: the arrays needed to continue exactly: ``params`` (the model's ``nnx.State`` of
   parameters), ``opt_state`` (Adam's state, of the same structure), ``step`` and the training PRNG
-  key as key data (``jax.random.key_data``; restored with ``wrap_key_data``);
+  key as key data (``jax.random.key_data``; restored with ``wrap_key_data``), and for an
+  estimator with a learned control variate (RELAX) ``control_variate``, its ``params`` and
+  ``opt_state`` (the other estimators' checkpoints have no such entry);
 - ``meta`` (JSON): the ``format`` (:data:`FORMAT`), the finished ``epoch``, the ``step``, the
   run's ``config``, a ``data`` fingerprint of the training images, and ``partial_epoch`` (the step
   losses and seconds of an epoch stopped part way, so that its metrics line covers all of its
@@ -77,13 +79,21 @@ def data_fingerprint(images: np.ndarray) -> str:
 
 
 def _arrays(state: Any) -> dict[str, Any]:
-    """The arrays of a train state that a checkpoint holds (the key as key data)."""
-    return {
+    """The arrays of a train state that a checkpoint holds (the key as key data; a learned
+    control variate's parameters and optimizer state, when the state has one)."""
+    arrays = {
         "params": state.params,
         "opt_state": state.opt_state,
         "step": state.step,
         "key": jax.random.key_data(state.key),
     }
+    control_variate = getattr(state, "control_variate", None)
+    if control_variate is not None:
+        arrays["control_variate"] = {
+            "params": control_variate.params,
+            "opt_state": control_variate.opt_state,
+        }
+    return arrays
 
 
 def _stderr_warning(message: str) -> None:
@@ -275,6 +285,10 @@ class RunCheckpoints:
                 step=arrays["step"],
                 key=jax.random.wrap_key_data(arrays["key"], impl=jax.random.key_impl(target.key)),
             )
+            if "control_variate" in arrays:
+                state = state.replace(
+                    control_variate=state.control_variate.replace(**arrays["control_variate"])
+                )
             return Restored(state=state, step=step, epoch=epoch, meta=meta)
         reasons = "; ".join(f"step {bad_step}: {reason}" for bad_step, reason in failures)
         raise CheckpointError(

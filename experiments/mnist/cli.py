@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from typing import Any
 
 import jax
 
-from experiments.mnist import input_pipeline, outputs, parallel, workdir
+from experiments.mnist import estimator_check, input_pipeline, outputs, parallel, workdir
 from experiments.mnist.config import (
     DATA_AND_OUTPUTS,
     EVALUATION,
@@ -183,7 +185,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
             f"--hard means --estimator st; it contradicts --estimator {args.estimator}"
         )
     values = {field.name: getattr(args, field.name) for field in _flagged_fields()}
-    values["estimator"] = "st" if args.hard else (args.estimator or Config.estimator)
+    values["estimator"] = "st" if args.hard else args.estimator
+    if values["estimator"] is None:
+        values["estimator"] = Config.estimator
+    for name in ("workdir", "data_dir"):  # an empty path is not the current folder nor a default
+        if getattr(args, name) == "":
+            raise ValueError(f"{flag(name)} is empty: pass a folder")
     try:
         spec = estimators.spec(values["estimator"])
     except ValueError as error:
@@ -220,6 +227,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        check_contradictions(config, given_flags(argv))
+        check_first_step(config)
     except ValueError as error:
         parser.error(str(error))  # Exits with status 2 and the usage line.
     hosts = (args.coordinator_address, args.num_processes, args.process_id)
@@ -235,19 +244,159 @@ def _main(argv: Sequence[str] | None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    try:
+    try:  # The workdir's kind, writability and lock, before the data loads (writes nothing).
+        if parallel.is_main_process():
+            workdir.check(config.workdir)
         data = input_pipeline.load(config.data_dir, allow_unverified=config.allow_unverified_data)
-    except input_pipeline.DataError as error:
+    except (workdir.WorkdirError, input_pipeline.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: {_HOST_MEMORY} while loading the data", file=sys.stderr)
         return 2
     from experiments.mnist import train  # Here: flag and data errors come before the model.
 
     try:
         parallel.check_batch_size(config.batch_size, mesh := parallel.make_mesh())
         train.steps_per_epoch(config, len(data.train_images))
+        check_memory(config, num_test=len(data.test_images), mesh=mesh)
     except ValueError as error:
         parser.error(str(error))
     return _train(config, data, mesh)
+
+
+def given_flags(argv: Sequence[str] | None) -> frozenset[str]:
+    """The settings (argparse destinations) given on the command line ``argv``, as opposed to
+    left at their defaults (abbreviated and ``--flag=value`` forms included)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(probe.parse_args(argv)))
+
+
+# The settings of the temperature schedule (sample estimators that use a temperature only).
+_TEMPERATURE_SETTINGS = ("temperature", "temperature_min", "anneal_rate", "anneal_every")
+
+
+def check_contradictions(config: Config, given: frozenset[str]) -> None:
+    """Refuses settings given on the command line (``given``) that contradict another setting or
+    that another makes meaningless; the defaults never do.
+
+    Raises:
+      ValueError: one line naming both flags.
+    """
+    spec = config.spec()
+    if spec.kind == "surrogate" or not spec.uses_temperature:
+        why = (
+            "a surrogate estimator samples exactly, with no annealed temperature"
+            if spec.kind == "surrogate"
+            else "it uses no temperature"
+        )
+        if "temperature" in spec.options:
+            why += "; set its own with --estimator-option temperature=T"
+        for name in _TEMPERATURE_SETTINGS:
+            if name in given:
+                raise ValueError(
+                    f"{flag(name)} has no effect with --estimator {config.estimator} ({why}): "
+                    f"drop {flag(name)}"
+                )
+    if "anneal_rate" in given and config.anneal_rate == 0:
+        for name in ("temperature_min", "anneal_every"):
+            if name in given:
+                raise ValueError(
+                    f"{flag(name)} has no effect with --anneal-rate 0 (the temperature stays "
+                    f"at --temperature {config.temperature:g}): drop one of them"
+                )
+
+
+def check_first_step(config: Config, *, flag: str = "--estimator") -> None:
+    """Traces the estimator's first call on the run's logits (nothing is computed): a plug-in
+    that raises or returns the wrong shape or dtype is a usage error before the data loads.
+
+    Raises:
+      ValueError: one line naming the estimator and the problem.
+    """
+    estimator_check.check_first_step(
+        config.spec(),
+        config.options(),
+        shape=estimator_check.logits_shape(
+            config.batch_size, config.latents, config.categories, config.latent_type
+        ),
+        distribution=config.latent_type,
+        temperature=config.temperature,
+        name=config.estimator,
+        flag=flag,
+    )
+
+
+_HOST_MEMORY = (
+    "the host ran out of memory (MemoryError): lower --eval-batch-size or --batch-size, or the "
+    "model's size (--latents, --categories, --hidden) or the estimator's samples "
+    "(--estimator-option)"
+)
+_BYTES = 4  # float32
+
+
+def memory_needed(config: Config, *, num_test: int, num_devices: int = 1) -> dict[str, int]:
+    """Lower bounds of the bytes one device holds at once, for each part of a run, keyed by the
+    flags that size it: the parameters with Adam's state and the gradient, a training step's
+    samples and decoder output, an evaluation chunk's samples and decoder output."""
+    latent_size = config.latents * (1 if config.latent_type == "bernoulli" else config.categories)
+    widths = (28 * 28, *config.hidden, latent_size)
+    params = 2 * sum(a * b for a, b in itertools.pairwise(widths))  # encoder and decoder
+    spec, options = config.spec(), config.options()
+    batch = -(-config.batch_size // num_devices)
+    per_example = latent_size + max(config.hidden) + 28 * 28
+    shape = estimator_check.logits_shape(1, config.latents, config.categories, config.latent_type)
+    if spec.kind == "surrogate":
+        train = batch * max(1, spec.cost(options, shape[1:])) * per_example
+    else:  # the estimator's samples are of the latents; the decoder sees one
+        train = batch * (max(1, int(options.get("num_samples", 1))) * latent_size + per_example)
+    chunk = min(config.eval_samples, 32)  # evaluate.IWAE_SAMPLE_CHUNK
+    evaluation = min(config.eval_batch_size, num_test) * chunk * per_example
+    return {
+        "--latents, --categories and --hidden (the parameters)": 4 * params * _BYTES,
+        "--batch-size, --latents, --categories and --estimator-option (a training step)": (
+            train * _BYTES
+        ),
+        "--eval-batch-size, --eval-samples, --latents and --categories (an evaluation chunk)": (
+            evaluation * _BYTES
+        ),
+    }
+
+
+def available_memory(device: jax.Device) -> int | None:
+    """The bytes a device can hold: an accelerator's limit, the host's free memory for the CPU;
+    ``None`` if unknown."""
+    try:
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+    except Exception:  # not every backend reports its memory
+        limit = None
+    if limit:
+        return int(limit)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: Config, *, num_test: int, mesh: jax.sharding.Mesh) -> None:
+    """Refuses, before anything compiles, sizes whose arrays cannot fit in a device's memory.
+
+    Raises:
+      ValueError: one line naming the flags that size the largest part.
+    """
+    available = available_memory(mesh.devices.flat[0])
+    if available is None:
+        return
+    needed = memory_needed(config, num_test=num_test, num_devices=mesh.size)
+    flags, size = max(needed.items(), key=lambda item: item[1])
+    if size > available:
+        raise ValueError(
+            f"{flags} need at least {size / 2**30:.3g} GiB of memory, more than the "
+            f"{available / 2**30:.3g} GiB available on the {mesh.devices.flat[0].platform} "
+            "device: lower them"
+        )
 
 
 def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) -> int:
@@ -281,6 +430,11 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
         if (message := describe_out_of_memory(error)) is None:
             raise
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"error: {_HOST_MEMORY}; the checkpoints of finished epochs are kept", file=sys.stderr
+        )
         return 2
     except run.Interrupted as interruption:
         if main_process:

@@ -362,6 +362,13 @@ class Config:
         for name in ("learning_rate", "temperature", "temperature_min", "anneal_rate"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(name, f"must be finite, got {getattr(self, name)!r}")
+        if self.temperature_min > self.temperature:  # the schedule decays from one to the other
+            raise ConfigError(
+                None,
+                f"--temperature-min {self.temperature_min:g} is above --temperature "
+                f"{self.temperature:g}: the temperature starts at --temperature and is annealed "
+                "down to --temperature-min; pass a --temperature-min no higher than --temperature",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the settings as a JSON-compatible dict."""

@@ -169,7 +169,9 @@ def evaluate(
       Stopped: ``should_stop`` returned true.
     """
     graphdef, params = nnx.split(model)
-    n, batch_size, key = x.shape[0], config.eval_batch_size, jax.random.key(EVAL_SEED)
+    # A batch is never larger than the data: a huge --eval-batch-size pads nothing.
+    n, key = x.shape[0], jax.random.key(EVAL_SEED)
+    batch_size = min(config.eval_batch_size, n)
     num_batches = -(-n // batch_size)
     padded = _padded(x, size=num_batches * batch_size)
     neg_elbo, nll_iwae = [], []

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.mnist import workdir  # the shared path checks
 from experiments.mnist.config import DATA_DIR_ENV  # names the IDX folder without --data-dir
 
 # SHA-256 of the official files after gunzip (as pinned by torchvision and others).
@@ -114,12 +115,15 @@ def load_idx_folder(data_dir: str | os.PathLike, *, allow_unverified: bool = Fal
         has the wrong magic number or shape, or its SHA-256 is not the official one.
     """
     folder = Path(data_dir)
-    if not folder.is_dir():
-        raise DataError(f"MNIST data folder {str(folder)!r} does not exist: {_HOW_TO_USE_LOCAL}")
+    if (problem := workdir.folder_problem(folder, writable=False)) is not None:
+        raise DataError(f"MNIST data folder {str(folder)!r} {problem}: {_HOW_TO_USE_LOCAL}")
     paths = {}
     for name in IDX_FILES:
         candidates = [folder / name, folder / f"{name}.gz"]
-        found = [path for path in candidates if path.is_file()]
+        found = [path for path in candidates if path.exists()]
+        for path in found:  # a folder, or a file that cannot be read, is named as what it is
+            if (problem := workdir.file_problem(path, writable=False)) is not None:
+                raise DataError(f"MNIST file {str(path)!r} {problem}: {_HOW_TO_USE_LOCAL}")
         if not found:
             raise DataError(
                 f"MNIST file {name} (or {name}.gz) is missing from {str(folder)!r}: "

@@ -16,9 +16,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from experiments.mnist import latents as latent_types
@@ -142,3 +143,67 @@ def from_config(config: Config, data_dim: int, *, rngs: nnx.Rngs) -> DiscreteVAE
         activation=config.activation,
         rngs=rngs,
     )
+
+
+# The hidden width of RELAX's learned control variate (Grathwohl et al. use a small MLP of the
+# relaxed latents in their VAE experiments).
+CONTROL_VARIATE_HIDDEN = 100
+
+
+class ControlVariate(nnx.Module):
+    """A learned control variate of the relaxed latents, and the estimator's tuned options.
+
+    The network is RELAX's ``r(sigma(z))``: one tanh hidden layer of the flattened relaxed
+    latents (``2 sigma - 1``, centred), one value per example, ``[2, batch, *latent_shape] ->
+    [2, batch]``. Its output layer starts at zero, so that an untrained control variate is
+    REBAR's. ``tuned`` holds the estimator's tunable options (``Spec.tunable``) as parameters,
+    a positive one as its logarithm: ``options()`` gives their values.
+
+    Args:
+      latent_shape: one example's latent shape, ``(latents, categories)`` or ``(latents,)``.
+      tuned: the tunable options' initial values and domains, ``{name: (value, domain)}``
+        with domain ``"real"`` or ``"positive"``.
+      hidden: the hidden layer's width.
+      rngs: the ``params`` stream initialises the hidden layer.
+
+    Examples:
+      >>> cv = ControlVariate((4, 3), tuned={"eta": (1.0, "real")}, rngs=nnx.Rngs(params=0))
+      >>> cv(jnp.full((2, 5, 4, 3), 1 / 3)).shape
+      (2, 5)
+      >>> cv.options()
+      {'eta': Array(1., dtype=float32)}
+    """
+
+    def __init__(
+        self,
+        latent_shape: tuple[int, ...],
+        *,
+        tuned: Mapping[str, tuple[float, str]] | None = None,
+        hidden: int = CONTROL_VARIATE_HIDDEN,
+        rngs: nnx.Rngs,
+    ):
+        self.latent_shape = tuple(latent_shape)
+        self.hidden = nnx.Linear(math.prod(self.latent_shape), hidden, rngs=rngs)
+        self.output = nnx.Linear(hidden, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        tuned = dict(tuned or {})
+        self.domains = {name: domain for name, (_, domain) in sorted(tuned.items())}
+        self.tuned = nnx.Dict(
+            {
+                name: nnx.Param(
+                    jnp.log(jnp.float32(value)) if domain == "positive" else jnp.float32(value)
+                )
+                for name, (value, domain) in sorted(tuned.items())
+            }
+        )
+
+    def __call__(self, relaxed: jax.Array) -> jax.Array:
+        """``r(sigma)``: ``[2, batch, *latent_shape]`` relaxed latents to ``[2, batch]``."""
+        h = 2.0 * relaxed.reshape(*relaxed.shape[:2], -1) - 1.0
+        return self.output(jnp.tanh(self.hidden(h)))[..., 0]
+
+    def options(self) -> dict[str, jax.Array]:
+        """The tuned options' values (a positive one is the exponential of its parameter)."""
+        return {
+            name: jnp.exp(self.tuned[name][...]) if domain == "positive" else self.tuned[name][...]
+            for name, domain in self.domains.items()
+        }

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,35 @@ from gumbel_jax import estimators, schedules
 # ``fn(key, logits, temperature) -> sample``: a sample estimator with its options bound.
 SampleEstimator = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
+# Evaluations of the decoder per example (``Spec.cost``) above which a run warns that its
+# estimator is costly (IndeCateR makes latents x categories x num_samples of them).
+COST_BUDGET = 64
+
+
+@struct.dataclass
+class ControlVariateState:
+    """A learned control variate (:class:`~experiments.mnist.models.ControlVariate`) and its
+    own Adam state, for an estimator whose spec has ``control_variate`` (RELAX).
+
+    Like the model, the module is kept split: ``graphdef`` and ``params`` (the network and the
+    tuned options, such as ``eta`` and the log-temperature); ``tx`` is its optimizer, stepped on
+    the variance gradient (:func:`variance_loss`).
+    """
+
+    params: nnx.State
+    opt_state: optax.OptState
+    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    def module(self, params: Any = None) -> models.ControlVariate:
+        """The control variate with ``params`` (default: this state's)."""
+        return nnx.merge(self.graphdef, self.params if params is None else params)
+
+    def apply_gradients(self, *, grads: Any) -> ControlVariateState:
+        """One optimizer update of ``params`` with ``grads``."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state)
+
 
 @struct.dataclass
 class TrainState:
@@ -64,8 +94,12 @@ class TrainState:
     jitted scan, with no object graph to split or merge.
 
     ``key`` is a typed PRNG key (``jax.random.key``) that never changes: the key of step ``t`` is
-    ``fold_in(key, t)``. Together with ``params``, ``opt_state`` and ``step`` it is everything a
-    checkpoint must hold.
+    ``fold_in(key, t)``. Together with ``params``, ``opt_state``, ``step`` and ``control_variate``
+    it is everything a checkpoint must hold.
+
+    ``control_variate`` is the learned control variate's :class:`ControlVariateState` for an
+    estimator whose spec has one (RELAX), else ``None`` (no leaves: the other estimators' state
+    and checkpoints are those they always had).
     """
 
     step: jax.Array
@@ -74,6 +108,7 @@ class TrainState:
     key: jax.Array
     graphdef: nnx.GraphDef | None = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    control_variate: ControlVariateState | None = None
 
     @classmethod
     def create(
@@ -83,6 +118,7 @@ class TrainState:
         params: Any,
         tx: optax.GradientTransformation,
         key: jax.Array,
+        control_variate: ControlVariateState | None = None,
     ) -> TrainState:
         """A state at step 0 (an int32 array, so the first chunk compiles like the others)."""
         return cls(
@@ -92,6 +128,7 @@ class TrainState:
             key=key,
             graphdef=graphdef,
             tx=tx,
+            control_variate=control_variate,
         )
 
     def model(self, params: Any = None) -> models.DiscreteVAE:
@@ -204,6 +241,21 @@ def estimator(config: Config | StepConfig) -> SampleEstimator:
     )
 
 
+def cost_warning(config: Config) -> str | None:
+    """The warning of a run whose estimator evaluates the decoder more than :data:`COST_BUDGET`
+    times per example (``spec.cost`` of the config's options and latent shape), else ``None``."""
+    spec = estimators.spec(config.estimator)
+    shape = latents.get(config.latent_type).shape(config.latents, config.categories)
+    cost = spec.cost(dict(config.estimator_options), shape)
+    if cost <= COST_BUDGET:
+        return None
+    return (
+        f"warning: --estimator {spec.label(dict(config.estimator_options))} evaluates the decoder "
+        f"{cost} times per example (budget {COST_BUDGET}), so a step costs about {cost} forward "
+        f"passes of the decoder: expect slow epochs, or use fewer latents or categories"
+    )
+
+
 def learning_rate(config: Config, *, total_steps: int | None) -> float | optax.Schedule:
     """Adam's learning rate: ``config.learning_rate``, or its cosine decay to 0.
 
@@ -238,7 +290,33 @@ def create_train_state(
     model = models.from_config(config, data_dim, rngs=nnx.Rngs(params=init_key))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(learning_rate(config, total_steps=total_steps))
-    return TrainState.create(graphdef=graphdef, params=params, tx=tx, key=train_key)
+    control_variate = None
+    spec = estimators.spec(config.estimator)
+    if spec.control_variate:
+        # Its own key (the model's init key is unchanged), the model's Adam and learning rate.
+        control_variate = create_control_variate(
+            config, model.latent_shape, key=jax.random.fold_in(init_key, 1), tx=tx
+        )
+    return TrainState.create(
+        graphdef=graphdef, params=params, tx=tx, key=train_key, control_variate=control_variate
+    )
+
+
+def create_control_variate(
+    config: Config | StepConfig,
+    latent_shape: tuple[int, ...],
+    *,
+    key: jax.Array,
+    tx: optax.GradientTransformation,
+) -> ControlVariateState:
+    """A fresh learned control variate for the config's estimator (its spec's ``tunable``
+    options start at the config's values) with ``tx``'s state."""
+    spec = estimators.spec(config.estimator)
+    options = spec.check_options(dict(config.estimator_options))
+    tuned = {name: (options[name], domain) for name, domain in spec.tunable.items()}
+    module = models.ControlVariate(latent_shape, tuned=tuned, rngs=nnx.Rngs(params=key))
+    graphdef, params = nnx.split(module, nnx.Param)
+    return ControlVariateState(params=params, opt_state=tx.init(params), graphdef=graphdef, tx=tx)
 
 
 def batch_loss(
@@ -264,7 +342,11 @@ def batch_loss(
 
 
 def surrogate_loss(
-    model: models.DiscreteVAE, x: jax.Array, key: jax.Array, config: Config | StepConfig
+    model: models.DiscreteVAE,
+    x: jax.Array,
+    key: jax.Array,
+    config: Config | StepConfig,
+    control_variate: models.ControlVariate | None = None,
 ) -> jax.Array:
     """The training objective of a surrogate (score-function) estimator.
 
@@ -279,20 +361,77 @@ def surrogate_loss(
       x: pixels ``[batch, data_dim]``, also the targets.
       key: the step's sampling key.
       config: the run's (or step's) settings.
+      control_variate: for an estimator whose spec has ``control_variate`` (RELAX), the learned
+        control variate, whose tuned options replace the config's; its parameters get no
+        gradient from this loss (see :func:`variance_loss`).
 
     Returns:
       A scalar: the batch's mean negative ELBO, averaged over the estimator's samples.
     """
     logits = model.encode(x)
+    reconstruction = _reconstruction(model, x)
+    if control_variate is None:
+        surrogate = estimators.spec(config.estimator).bind(dict(config.estimator_options))
+        recon = surrogate(key, logits, reconstruction, distribution=config.latent_type)
+    else:
+        recon = _learned_surrogate(config, control_variate)(key, logits, reconstruction)
+    return jnp.mean(recon + latents.get(config.latent_type).kl_to_prior(logits))
 
-    def reconstruction(z: jax.Array) -> jax.Array:  # [S, batch, *latent] -> [S, batch]
+
+def _reconstruction(model: models.DiscreteVAE, x: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """The ``f`` of a surrogate: ``-log p(x|z)``, ``[S, batch, *latent] -> [S, batch]``."""
+
+    def reconstruction(z: jax.Array) -> jax.Array:
         num, batch = z.shape[:2]
         pixel_logits = model.decode(z.reshape(num * batch, *z.shape[2:])).reshape(num, batch, -1)
         return losses.bernoulli_nll(pixel_logits, jnp.broadcast_to(x, pixel_logits.shape))
 
-    surrogate = estimators.spec(config.estimator).bind(dict(config.estimator_options))
-    recon = surrogate(key, logits, reconstruction, distribution=config.latent_type)
-    return jnp.mean(recon + latents.get(config.latent_type).kl_to_prior(logits))
+    return reconstruction
+
+
+def _learned_surrogate(
+    config: Config | StepConfig, control_variate: models.ControlVariate
+) -> Callable[[jax.Array, jax.Array, Callable], jax.Array]:
+    """``(key, logits, f) -> surrogate`` with the learned control variate and tuned options."""
+    call = estimators.spec(config.estimator).bind_learned(dict(config.estimator_options))
+    return functools.partial(
+        call,
+        control_variate=control_variate,
+        tuned=control_variate.options(),
+        distribution=config.latent_type,
+    )
+
+
+def variance_loss(
+    model: models.DiscreteVAE,
+    x: jax.Array,
+    key: jax.Array,
+    config: Config | StepConfig,
+    control_variate: models.ControlVariate,
+) -> jax.Array:
+    """The single-sample variance objective of a learned control variate (Grathwohl et al. eq. 5).
+
+    With ``g`` the estimator's gradient of the batch's summed reconstruction term with respect
+    to the encoder's logits (one example's gradient in each row; the model held fixed), this is
+    the mean over the batch of ``sum g ** 2``. The estimator being unbiased whatever the control
+    variate and tuned options, its gradient with respect to them is that of the estimator's
+    variance, which the control variate's optimizer descends.
+
+    Args:
+      model: the VAE (constant here).
+      x: pixels ``[batch, data_dim]``.
+      key: the step's sampling key (the model's loss uses the same).
+      config: the run's (or step's) settings.
+      control_variate: the learned control variate, the argument to differentiate.
+
+    Returns:
+      A scalar.
+    """
+    logits = jax.lax.stop_gradient(model.encode(x))
+    surrogate = _learned_surrogate(config, control_variate)
+    reconstruction = _reconstruction(model, x)
+    grads = jax.grad(lambda at: jnp.sum(surrogate(key, at, reconstruction)))(logits)
+    return jnp.sum(grads**2) / x.shape[0]
 
 
 def _train_step(
@@ -302,6 +441,8 @@ def _train_step(
     binarize_key, sample_key = jax.random.split(key)
     x = input_pipeline.binarize(binarize_key, batch, config.binarize)
 
+    if state.control_variate is not None:
+        return _train_step_with_control_variate(state, x, sample_key, config, temperature)
     if config.spec().kind == "surrogate":
 
         def loss_fn(params):
@@ -321,6 +462,27 @@ def _train_step(
     return state.apply_gradients(grads=grads), {"loss": loss, "temperature": temperature}
 
 
+def _train_step_with_control_variate(
+    state: TrainState, x: jax.Array, key: jax.Array, config: StepConfig, temperature: jax.Array
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One step of the model on the loss and of the control variate on :func:`variance_loss`,
+    both gradients taken at the step's parameters with the step's key."""
+    cv_state = state.control_variate
+    control_variate = cv_state.module()
+
+    def loss_fn(params):
+        return surrogate_loss(state.model(params), x, key, config, control_variate)
+
+    def cv_loss_fn(cv_params):
+        return variance_loss(state.model(), x, key, config, cv_state.module(cv_params))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    variance, cv_grads = jax.value_and_grad(cv_loss_fn)(cv_state.params)
+    state = state.apply_gradients(grads=grads)
+    state = state.replace(control_variate=cv_state.apply_gradients(grads=cv_grads))
+    return state, {"loss": loss, "temperature": temperature, "cv_variance": variance}
+
+
 train_step = jax.jit(_train_step, static_argnames="config")
 train_step.__doc__ = """One Adam step on the negative ELBO of a batch.
 
@@ -332,7 +494,9 @@ Args:
 
 Returns:
   ``(new_state, {"loss": scalar, "temperature": scalar})``; the temperature is
-  ``schedule(state.step)``, the one the step used.
+  ``schedule(state.step)``, the one the step used. With a learned control variate (RELAX) the
+  step also updates it by the variance gradient and reports its ``"cv_variance"``
+  (:func:`variance_loss` before the update).
 """
 
 
@@ -391,7 +555,7 @@ def train_chunk(
 
     state, metrics = jax.lax.scan(body, state, chunk)
     # One flag per chunk, read with its losses: no extra synchronisation per step.
-    metrics["finite"] = all_finite((metrics["loss"], state.params))
+    metrics["finite"] = all_finite((metrics["loss"], state.params, state.control_variate))
     return state, metrics
 
 
@@ -473,6 +637,9 @@ def fit(
         called for its epoch).
     """
     steps = steps_per_epoch(config, len(train_images))
+    warning = cost_warning(config)
+    if warning is not None and parallel.is_main_process():
+        print(warning, file=sys.stderr, flush=True)
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(config.batch_size, mesh)
     images = parallel.replicate(train_images, mesh)

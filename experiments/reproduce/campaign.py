@@ -284,8 +284,11 @@ class Plan:
         }
 
 
-def execute(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
+def execute(plan: Plan, *, lost: list[str] | None = None) -> tuple[Any, dict[str, Path]] | None:
     """The phases ``plan.phase`` asks for, in order: tune, final, report.
+
+    ``lost``, if given, receives the titles of the runs the phases needed that failed (diverged),
+    tuning runs first, so that the caller's exit status can say so.
 
     Returns:
       ``(summary, paths)`` of the report (:func:`experiments.reproduce.report.summarize` and
@@ -309,6 +312,8 @@ def execute(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
         tune_data = _limited(validation_split(data), plan.limit_examples)
         train_runs(plan.tune_runs, tune_data, **plan.config_options)
     choices = choose(plan.tune_runs)
+    lost = [] if lost is None else lost
+    lost.extend(run.title for run in plan.tune_runs if status(run) == "failed")
     for name, choice in choices.items():
         score = dict(choice.scores)[choice.candidate]
         print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
@@ -318,6 +323,8 @@ def execute(plan: Plan) -> tuple[Any, dict[str, Path]] | None:
     if plan.phase in ("final", "all"):
         runs = [r for per_seed in final_runs.values() for r in per_seed]
         train_runs(runs, _limited(data, plan.limit_examples), **plan.config_options)
+    finals = [run for per_seed in final_runs.values() for run in per_seed]
+    lost.extend(run.title for run in finals if status(run) == "failed")
     return _report(plan, final_runs, choices)
 
 

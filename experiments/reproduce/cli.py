@@ -3,7 +3,8 @@
 ``--phase all`` (the default) tunes, trains the final runs and writes the report; rerunning the
 same command skips every finished run and continues an interrupted one from its checkpoint.
 
-Exit status: 0 on success (a run that diverged is reported as failed, without a result); 2 for
+Exit status: 0 on success; 3 when a run the phases needed failed (diverged: it is reported as
+failed, without a result, and the campaign goes on; the failed runs are named last); 2 for
 a usage error, a data failure, runs that cannot be used or are missing, or a folder that cannot
 be written or that another run holds (one line on stderr); 130 after Ctrl-C and 143 after SIGTERM
 (the current run saves a checkpoint first).
@@ -218,6 +219,7 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
         )
 
     floored = temperature_schedules(args.floored_temperatures)
+    _check_annealing(args, temperature_schedules(args.tune_temperatures), floored)
     for variant in args.variants:
         floor = variant.min_temperature
         if floor is not None and any(s.minimum < floor for s in floored):
@@ -226,6 +228,32 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
                 f"min_temperature), got {' '.join(args.floored_temperatures)}"
             )
     return temperature_schedules(args.tune_temperatures), floored
+
+
+def _check_annealing(args: argparse.Namespace, *families) -> None:
+    """``--anneal-rate`` or ``--anneal-every`` given while no schedule the variants use anneals
+    (every one constant, or no variant with a temperature): they would change nothing.
+
+    Raises:
+      ValueError: naming the flags.
+    """
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("anneal_rate", "anneal_every")
+        if getattr(args, name) != getattr(grid, name.upper())
+    ]
+    used = [
+        s
+        for variant in args.variants
+        if variant.uses_temperature
+        for s in families[variant.min_temperature is not None]
+    ]
+    if given and not any(s.minimum < s.start for s in used):
+        raise ValueError(
+            f"{' and '.join(given)} would change nothing: no schedule of --tune-temperatures or "
+            "--floored-temperatures that these --estimators use is annealed (T0:TMIN); drop "
+            f"{' and '.join(given)} or pass an annealed schedule"
+        )
 
 
 def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
@@ -249,6 +277,8 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
             v, tuple(args.tune_lrs), temperatures, floored_temperatures, lr_schedules
         )
     )
+    results = Path(args.results or table.results).expanduser().resolve()
+    _check_paths(args, root, results)
     plan = campaign.Plan(
         phase=args.phase,
         table=table,
@@ -257,7 +287,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
         tune_runs=tune_runs,
         epochs=args.epochs,
         seeds=tuple(args.seeds),
-        results=Path(args.results or table.results).expanduser().resolve(),
+        results=results,
         limit_examples=args.limit_examples,
         config_options={
             "eval_samples": args.eval_samples,
@@ -269,6 +299,25 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
     )
     _check_run_settings(plan)
     return plan
+
+
+def _check_paths(args: argparse.Namespace, root: Path, results: Path) -> None:
+    """The folders the campaign writes, checked (writing nothing) before any data loads.
+
+    Raises:
+      ValueError: naming the flag, the path and what it is.
+    """
+    from experiments.mnist import workdir
+
+    folders = {"--results": results}
+    if args.phase != "report":  # the report only reads the runs
+        folders["--root"] = root
+        cache = args.compilation_cache
+        if cache != "none" and not jax.config.jax_compilation_cache_dir:
+            folders["--compilation-cache"] = Path(cache) if cache else root / "jax_cache"
+    for name, path in folders.items():
+        if (problem := workdir.folder_problem(path, writable=True)) is not None:
+            raise ValueError(f"{name} {path} {problem}: pass a folder you can write")
 
 
 # The flag that sets each run setting the grid varies.
@@ -306,6 +355,11 @@ def _check_run_settings(plan: campaign.Plan) -> None:
     try:
         for run in (*plan.tune_runs, *finals):
             run.config(**plan.config_options)
+        # Each estimator's first step, traced once (a plug-in that raises or returns the wrong
+        # shape is a usage error now, not a failure after the data loads).
+        firsts = {run.variant.name: run for run in plan.tune_runs}.values()
+        for run in firsts:
+            mnist_cli.check_first_step(run.config(**plan.config_options), flag="--estimators")
     except ConfigError as error:
         if error.field is None:  # settings that conflict: the message says which
             raise ValueError(error.problem) from None
@@ -322,8 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from experiments.mnist import checkpoints, run, workdir
 
+    lost: list[str] = []
     try:
-        reported = campaign.execute(plan)
+        reported = campaign.execute(plan, lost=lost)
     except (
         input_pipeline.DataError,
         campaign.CampaignError,
@@ -340,6 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}; rerun the same command to continue", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(
+            "error: the host ran out of memory (MemoryError): lower --eval-samples or the "
+            "estimators' samples (--estimators NAME[num_samples=N]); rerun the same command to "
+            "continue",
+            file=sys.stderr,
+        )
+        return 2
     except run.Interrupted as interruption:
         print(f"{interruption}, which also continues the campaign", file=sys.stderr)
         return interruption.exit_status
@@ -351,4 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(report.markdown(summary))
         print("Written: " + ", ".join(str(p) for p in paths.values()))
+    if lost:  # last, so that it is what the user sees
+        print(
+            f"error: {len(lost)} run(s) failed (training diverged) and have no result: "
+            f"{'; '.join(lost)}",
+            file=sys.stderr,
+        )
+        return mnist_cli.DIVERGED
     return 0

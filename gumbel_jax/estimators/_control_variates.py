@@ -246,9 +246,10 @@ def relax(
     ``NaN``; masked (``-inf``) categorical logits are never sampled and get a zero gradient;
     Bernoulli logits of ``+-inf`` are certain outcomes (value and zero gradient, no ``NaN``).
 
-    Registered as ``"relax"`` with the options ``temperature`` and ``eta``. ``Spec.bind``
-    passes options only, so bound without a control variate this is REBAR: callers pass
-    ``control_variate`` themselves, e.g. ``functools.partial(relax, control_variate=network)``.
+    Registered as ``"relax"`` with the options ``temperature`` and ``eta`` (both
+    ``Spec.tunable``) and ``Spec.control_variate`` true. ``Spec.bind`` passes options only, so
+    bound without a control variate this is REBAR; ``Spec.bind_learned`` takes the control
+    variate and tuned values, which the experiment and the benchmark learn.
 
     Args:
       key: a PRNG key.
@@ -541,6 +542,7 @@ register(
         options={"temperature": 0.5, "eta": 1.0},
         unbiased=True,
         evaluations=lambda options, shape: 3 if options["eta"] != 0 else 1,
+        tunable={"eta": "real", "temperature": "positive"},
         reference="Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein (NeurIPS 2017), "
         "https://arxiv.org/abs/1703.07370",
         summary="REINFORCE with the Concrete relaxation eta f(sigma(z)) as control variate, "
@@ -556,10 +558,12 @@ register(
         options={"temperature": 0.5, "eta": 1.0},
         unbiased=True,
         evaluations=lambda options, shape: 3 if options["eta"] != 0 else 1,
+        control_variate=True,
+        tunable={"eta": "real", "temperature": "positive"},
         reference="Grathwohl, Choi, Wu, Roeder, Duvenaud (ICLR 2018), "
         "https://arxiv.org/abs/1711.00123",
         summary="REBAR plus a learned control variate (passed by the caller, not an option; "
-        "bound without one it is REBAR); unbiased",
+        "bound without one it is REBAR; the tools learn it); unbiased",
     )
 )
 register(

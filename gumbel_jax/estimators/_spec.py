@@ -36,6 +36,10 @@ _CALL_ARGUMENTS = {
 }
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
+TUNABLE_DOMAINS: tuple[str, ...] = ("real", "positive")
+"""The domains of a tunable option (``Spec.tunable``): any real number, or a positive one (tuned
+as its logarithm)."""
+
 
 class Estimator(Protocol):
     """The call every sample estimator takes (options, if any, are further keywords)."""
@@ -95,6 +99,18 @@ class Spec:
         (one evaluation of the downstream function).
       reference: the paper it comes from (authors, title, venue, link).
       summary: one line saying what its gradient is, for tables and ``--help``.
+      control_variate: for surrogates, whether ``fn`` takes a learned control variate: a
+        callable passed as its 4th argument, ``fn(key, logits, f, control_variate, ...)``,
+        mapping ``[2, *logits.shape]`` relaxed samples to ``[2, *P]`` values, whose parameters
+        the estimate is differentiable in (RELAX). The tools then learn one by the variance
+        gradient (the experiment a small network of the relaxed latents, the benchmark a short
+        fit before measuring); :meth:`bind` passes none.
+      tunable: the float options the estimate's gradient is exactly differentiable in when
+        they are traced arrays, mapped to their domain (``TUNABLE_DOMAINS``: ``"real"``, or
+        ``"positive"``, tuned as its logarithm), e.g. REBAR's ``{"eta": "real",
+        "temperature": "positive"}``: ``jax.grad`` of the squared gradient with respect to
+        them is the single-sample gradient of the estimator's variance, which tunes them
+        (:meth:`bind_learned` passes them as arrays).
     """
 
     name: str
@@ -108,6 +124,8 @@ class Spec:
     evaluations: Callable[[Mapping[str, Any], tuple[int, ...]], int] | None = None
     reference: str = ""
     summary: str = ""
+    control_variate: bool = False
+    tunable: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or ":" in self.name:
@@ -145,6 +163,18 @@ class Spec:
                 f"Spec {self.name!r}: a surrogate estimator must say how many evaluations of `f` "
                 f"it makes per example (`evaluations(options, shape) -> int`)."
             )
+        if self.control_variate and self.kind != "surrogate":
+            raise ValueError(
+                f"Spec {self.name!r}: only a surrogate estimator takes a learned control variate "
+                f"(`control_variate=True`); this one is a {self.kind} estimator."
+            )
+        for option, domain in dict(self.tunable).items():
+            if type(self.options.get(option)) is not float or domain not in TUNABLE_DOMAINS:
+                raise ValueError(
+                    f"Spec {self.name!r}: `tunable` must map float options to a domain in "
+                    f"{TUNABLE_DOMAINS}; got {option!r}: {domain!r}."
+                )
+        object.__setattr__(self, "tunable", types.MappingProxyType(dict(self.tunable)))
 
     def __hash__(self) -> int:
         return hash((self.name, self.fn, self.kind))
@@ -257,6 +287,39 @@ class Spec:
 
         call.__name__ = call.__qualname__ = f"{self.name}_bound"
         call.__doc__ = f"``{getattr(fn, '__name__', self.name)}`` with options {bound}."
+        return call
+
+    def bind_learned(self, options: Mapping[str, Any] | None = None) -> Callable[..., jax.Array]:
+        """A surrogate's ``fn`` with its options bound, taking what a caller learns.
+
+        Returns:
+          ``call(key, logits, f, control_variate, tuned, *, axis=-1,
+          distribution="categorical")``: ``control_variate`` is the learned control variate
+          (``None`` for none; only when ``control_variate`` is true), ``tuned`` a mapping of
+          (possibly traced) values of ``tunable`` options that override the bound ones.
+
+        Raises:
+          ValueError: the estimator is not a surrogate.
+        """
+        if self.kind != "surrogate":
+            raise ValueError(
+                f"estimator {self.name!r} is a {self.kind} estimator, not a surrogate."
+            )
+        bound, fn, takes_cv = self.check_options(options), self.fn, self.control_variate
+
+        def call(key, logits, f, control_variate, tuned, *, axis=-1, distribution="categorical"):
+            unknown = set(tuned) - set(self.tunable)
+            if unknown:
+                raise ValueError(
+                    f"estimator {self.name!r} cannot tune {sorted(unknown)}; its tunable options: "
+                    f"{sorted(self.tunable) or 'none'}."
+                )
+            if control_variate is not None and not takes_cv:
+                raise ValueError(f"estimator {self.name!r} takes no control variate.")
+            args = (key, logits, f, control_variate) if takes_cv else (key, logits, f)
+            return fn(*args, axis=axis, distribution=distribution, **{**bound, **tuned})
+
+        call.__name__ = call.__qualname__ = f"{self.name}_bound_learned"
         return call
 
 
@@ -380,6 +443,12 @@ def _plug_in(name: str) -> Spec:
     module_name, _, attribute = name.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"a plug-in estimator is written MODULE:ATTRIBUTE; got {name!r}.")
+    if "/" in module_name or "\\" in module_name or module_name.endswith(".py"):
+        stem = module_name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+        raise ValueError(
+            f"plug-in estimator {name!r}: {module_name!r} is a file path, not a module name: put "
+            f"its folder on PYTHONPATH and write the module's name, e.g. {stem}:{attribute}."
+        )
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any failure while importing the user's module

@@ -25,13 +25,28 @@ def test_one_problem_runs_every_estimator_and_writes_json_and_png(tmp_path, caps
         num_draws=64, temperatures=(1.0,), repeats=1, problem_names=("binary-0.49",)
     )
     names = [row["estimator"] for row in rows]
-    # Every registered estimator for Bernoulli latents (at its defaults), then the sweeps.
-    expected = [*estimators.names(distribution="bernoulli"), *benchmark.EXTRA_VARIANTS]
+    # Every registered estimator for Bernoulli latents (at its defaults), then the sweeps, and
+    # the learned variants of those with a control variate or tunable options (REBAR, RELAX).
+    registered = estimators.names(distribution="bernoulli")
+    learned = [
+        f"{name}{benchmark.LEARNED_SUFFIX}"
+        for name in registered
+        if benchmark.learnable(estimators.spec(name))
+    ]
+    assert sorted(learned) == ["rebar (learned)", "relax (learned)"]
+    expected = [*registered, *benchmark.EXTRA_VARIANTS, *learned]
     assert sorted(names) == sorted(expected)
     by_name = {row["estimator"]: row for row in rows}
     assert by_name["disarm"]["evaluations"] == 2
     assert by_name["reinforce-loo[num_samples=16]"]["evaluations"] == 16
     assert by_name["st"]["evaluations"] == 1
+    for name in ("rebar", "relax"):
+        fixed, fitted = by_name[name], by_name[f"{name}{benchmark.LEARNED_SUFFIX}"]
+        assert (fixed["learned"], fitted["learned"]) == (False, True)
+        assert fixed["evaluations"] == fitted["evaluations"] == 3
+    # On this problem eta f(sigma(z)) is a poor control variate (f is nearly constant on the
+    # vertices, not inside): the learned network removes most of RELAX's variance.
+    assert by_name["relax (learned)"]["variance"] < 0.1 * by_name["relax"]["variance"]
     for row in rows:
         assert row["num_draws"] == 64
         assert np.isfinite([row["bias"], row["variance"], row["mse"], row["us_per_gradient"]]).all()
@@ -77,3 +92,19 @@ def test_bad_estimators_end_in_one_line(capsys):
             raise AssertionError(f"{bad!r} was accepted")
         last_line = capsys.readouterr().err.strip().splitlines()[-1]
         assert "error:" in last_line and bad.partition("[")[0].partition(":")[0] in last_line
+
+
+def test_learning_moves_the_tunable_options_and_the_network_only_where_the_spec_has_them():
+    problem = benchmark.problems()[0]
+    rebar, relax = benchmark.variants(["rebar", "relax"])[1::2]
+    assert rebar.learned and relax.learned
+    rebar_params = benchmark.learn(problem, rebar)
+    assert set(rebar_params) == {"tuned"}  # REBAR: eta and the temperature, no network
+    assert float(rebar_params["tuned"]["eta"]) != 1.0
+    assert float(rebar_params["tuned"]["temperature"]) != float(np.log(np.float32(0.5)))
+    relax_params = benchmark.learn(problem, relax)
+    assert set(relax_params) == {"tuned", "network"}
+    assert np.abs(np.asarray(relax_params["network"]["w2"])).max() > 0  # started at zero
+    # Fixed seed: the fit is reproducible.
+    again = benchmark.learn(problem, relax)
+    np.testing.assert_array_equal(again["network"]["w1"], relax_params["network"]["w1"])

@@ -504,3 +504,26 @@ def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_
     assert "encoder 784-200-200-(200) with LeakyReLU (slope 0.3) and mirrored decoder" in text
     assert "Best: DisARM, 1 pair (2 evaluations), 110.00 nats." in text
     assert "Training time: 0.0 hours of training steps (0.0 tuning, 0.0 final runs;" in text
+
+
+def test_a_campaign_that_lost_runs_says_so_in_its_exit_status(tmp_path, capsys):
+    """Rule 6: a diverged tuning run and a diverged final run: the report is written, the exit
+    status is 3 and the last line names both failed runs."""
+    argv = ["--phase", "report", "--estimators", "st", "--tune-lrs", "1e-3", "1.0"]
+    argv += ["--tune-temperatures", "1.0:0.5", "--tune-epochs", "2", "--epochs", "2"]
+    argv += ["--seeds", "0", "1", "--root", str(tmp_path / "runs")]
+    argv += ["--results", str(tmp_path / "results")]
+    plan = cli.plan_from_args(cli.build_parser().parse_args(argv))
+    good, bad = plan.tune_runs
+    _write_run(good, [150.0, 120.0])
+    _write_run(bad, [150.0], final=False)
+    outputs.write_divergence(bad.workdir, 7, "training diverged")
+    final = plan.final_runs(campaign.choose(plan.tune_runs))["st"]
+    _write_run(final[0], [130.0, 100.0])
+    _write_run(final[1], [130.0], final=False)
+    outputs.write_divergence(final[1].workdir, 9, "training diverged")
+    assert cli.main(argv) == 3
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: 2 run(s) failed (training diverged) and have no result")
+    assert bad.title in last and final[1].title in last
+    assert (tmp_path / "results" / "reproduction.md").exists()
