@@ -28,7 +28,8 @@ REPORTS = [
 ]
 # The line .ci/run looks for in README.md.
 TEST_COMMAND = (
-    'pip install -e ".[test]" && ruff check . && ruff format --check . && python -m pytest'
+    'pip install -e ".[test]" && ruff check . && ruff format --check . '
+    "&& python -m pytest --durations=15"
 )
 
 
