@@ -228,13 +228,12 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         config = config_from_args(args)
         check_contradictions(config, given_flags(argv))
-        check_first_step(config)
     except ValueError as error:
         parser.error(str(error))  # Exits with status 2 and the usage line.
     hosts = (args.coordinator_address, args.num_processes, args.process_id)
     if not args.distributed and any(value is not None for value in hosts):
         parser.error("--coordinator-address, --num-processes and --process-id need --distributed")
-    if args.distributed:
+    if args.distributed:  # before anything touches JAX's backend, tracing included
         try:
             parallel.initialize_distributed(
                 coordinator_address=args.coordinator_address,
@@ -244,6 +243,10 @@ def _main(argv: Sequence[str] | None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    try:
+        check_first_step(config)  # traces the estimator: after jax.distributed.initialize
+    except ValueError as error:
+        parser.error(str(error))
     try:  # The workdir's kind, writability and lock, before the data loads (writes nothing).
         if parallel.is_main_process():
             workdir.check(config.workdir)
