@@ -268,10 +268,17 @@ def _main(argv: Sequence[str] | None) -> int:
     return _train(config, data, mesh)
 
 
-def given_flags(argv: Sequence[str] | None) -> frozenset[str]:
+def given_flags(
+    argv: Sequence[str] | None, parser: argparse.ArgumentParser | None = None
+) -> frozenset[str]:
     """The settings (argparse destinations) given on the command line ``argv``, as opposed to
-    left at their defaults (abbreviated and ``--flag=value`` forms included)."""
-    probe = build_parser()
+    left at their defaults (abbreviated and ``--flag=value`` forms included).
+
+    Args:
+      argv: the command line (``None``: ``sys.argv[1:]``).
+      parser: a fresh parser of that command line, which this changes (default: this module's).
+    """
+    probe = parser or build_parser()
     for action in probe._actions:
         action.default = argparse.SUPPRESS
     return frozenset(vars(probe.parse_args(argv)))

@@ -22,6 +22,9 @@ BINARIZATIONS = ("dynamic", "none")
 # Seeds are 0 .. SEEDS - 1: jax.random.key(seed) keeps the low 32 bits (2**32 is seed 0 again).
 SEEDS = 2**32
 LR_SCHEDULES = ("constant", "cosine")
+# The optimizers (``optax`` builds them from the name): Adam, and Rectified Adam (Liu et al.,
+# ICLR 2020, https://arxiv.org/abs/1908.03265), which the ReinMax paper's MNIST-VAE uses.
+OPTIMIZERS = ("adam", "radam")
 # The environment variable that names the IDX folder when ``--data-dir`` is not given.
 DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
 
@@ -101,10 +104,12 @@ class Config:
       epochs: number of passes over the training set.
       batch_size: examples per training step. An epoch is ``num_train // batch_size`` steps; the
         remainder of the (shuffled) training set is left out of that epoch.
-      learning_rate: Adam's step size (its peak, with ``lr_schedule="cosine"``).
+      learning_rate: the optimizer's step size (its peak, with ``lr_schedule="cosine"``).
       lr_schedule: ``constant``, or ``cosine``: decayed from ``learning_rate`` to 0 over the
         run's ``epochs`` (``optax.cosine_decay_schedule``), so ``epochs`` then cannot change on
         resume.
+      optimizer: ``adam`` or ``radam`` (Rectified Adam, as the ReinMax paper's MNIST-VAE);
+        ``optax``'s defaults otherwise.
       estimator: the gradient estimator: a name registered in ``gumbel_jax.estimators``
         (``estimators.names()``), or ``"MODULE:ATTRIBUTE"`` naming a
         ``gumbel_jax.estimators.Spec`` in the user's own module. Its spec says everything the
@@ -165,7 +170,7 @@ class Config:
         defines_run=True,
     )
     learning_rate: float = setting(
-        1e-3, help="Adam's step", group=TRAINING, defines_run=True, flag="--lr"
+        1e-3, help="the optimizer's step", group=TRAINING, defines_run=True, flag="--lr"
     )
     lr_schedule: str = setting(
         "constant",
@@ -173,6 +178,13 @@ class Config:
         group=TRAINING,
         defines_run=True,
         choices=LR_SCHEDULES,
+    )
+    optimizer: str = setting(
+        "adam",
+        help="adam, or radam (Rectified Adam, the ReinMax paper's MNIST-VAE optimizer)",
+        group=TRAINING,
+        defines_run=True,
+        choices=OPTIMIZERS,
     )
     estimator: str = setting(
         "relaxed",

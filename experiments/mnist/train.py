@@ -257,7 +257,7 @@ def cost_warning(config: Config) -> str | None:
 
 
 def learning_rate(config: Config, *, total_steps: int | None) -> float | optax.Schedule:
-    """Adam's learning rate: ``config.learning_rate``, or its cosine decay to 0.
+    """The optimizer's learning rate: ``config.learning_rate``, or its cosine decay to 0.
 
     Args:
       config: the run's settings.
@@ -279,7 +279,7 @@ def learning_rate(config: Config, *, total_steps: int | None) -> float | optax.S
 def create_train_state(
     config: Config, *, data_dim: int, total_steps: int | None = None
 ) -> TrainState:
-    """Initialises the model and Adam from ``config.seed``.
+    """Initialises the model and its optimizer (``config.optimizer``) from ``config.seed``.
 
     Args:
       config: the run's settings.
@@ -289,7 +289,7 @@ def create_train_state(
     init_key, _, train_key = run_keys(config.seed)
     model = models.from_config(config, data_dim, rngs=nnx.Rngs(params=init_key))
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = optax.adam(learning_rate(config, total_steps=total_steps))
+    tx = getattr(optax, config.optimizer)(learning_rate(config, total_steps=total_steps))
     control_variate = None
     spec = estimators.spec(config.estimator)
     if spec.control_variate:

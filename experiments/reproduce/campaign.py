@@ -188,10 +188,10 @@ class Choice:
     """The tuning's outcome for one estimator.
 
     Attributes:
-      candidate: the chosen settings.
+      candidate: the chosen settings (or those the table's protocol fixes).
       scores: validation negative ELBO of every candidate (``inf`` for a run that diverged), in
-        the grid's order.
-      epochs: the tuning runs' budget.
+        the grid's order; empty when the protocol fixes the settings.
+      epochs: the tuning runs' budget (0 without tuning).
     """
 
     candidate: grid.Candidate
@@ -266,6 +266,14 @@ class Plan:
     config_options: dict[str, Any]
     compilation_cache: str | None = None
 
+    def choices(self) -> dict[str, Choice]:
+        """Each estimator's settings: chosen on validation (:func:`choose`, the tuning must be
+        finished), or fixed by the table's protocol."""
+        if self.table.tuned:
+            return choose(self.tune_runs)
+        fixed = dict(self.table.settings)
+        return {v.name: Choice(fixed[v.name], (), 0) for v in self.variants}
+
     def final_runs(self, choices: dict[str, Choice]) -> dict[str, list[grid.CampaignRun]]:
         """Each estimator's final runs (one per seed) with its chosen candidate."""
         return {
@@ -311,12 +319,13 @@ def execute(plan: Plan, *, lost: list[str] | None = None) -> tuple[Any, dict[str
     if plan.phase in ("tune", "all"):
         tune_data = _limited(validation_split(data), plan.limit_examples)
         train_runs(plan.tune_runs, tune_data, **plan.config_options)
-    choices = choose(plan.tune_runs)
+    choices = plan.choices()
     lost = [] if lost is None else lost
     lost.extend(run.title for run in plan.tune_runs if status(run) == "failed")
     for name, choice in choices.items():
-        score = dict(choice.scores)[choice.candidate]
-        print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
+        if choice.scores:
+            score = dict(choice.scores)[choice.candidate]
+            print(f"chosen for {name}: {choice.candidate.label} (validation {score:.2f})")
     if plan.phase == "tune":
         return None
     final_runs = plan.final_runs(choices)

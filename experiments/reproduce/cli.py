@@ -26,6 +26,19 @@ from experiments.reproduce import campaign, grid, report
 from gumbel_jax import estimators
 
 PHASES = ("tune", "final", "all", "report")
+# The tables that tune on a validation split, by latent type; the fixed-settings protocols.
+LATENT_TABLES = ("categorical", "bernoulli")
+PROTOCOLS = ("validation", "tutorial")
+# The flags of the tuning grid (argparse destinations), which a protocol without tuning refuses.
+TUNING_FLAGS = (
+    "tune_epochs",
+    "tune_lrs",
+    "tune_lr_schedules",
+    "tune_temperatures",
+    "floored_temperatures",
+    "anneal_rate",
+    "anneal_every",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--latent-type",
-        choices=tuple(grid.TABLES),
+        choices=LATENT_TABLES,
         default="categorical",
-        help="the table: categorical (20x10 latents) or bernoulli (200 binary latents)",
+        help="the validation-tuned table: categorical (20x10 latents) or bernoulli (200 binary "
+        "latents)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="validation",
+        help="validation: each estimator's settings chosen on a validation split "
+        "(--latent-type's table); tutorial: the tutorial's model (30x10 latents, grey-level "
+        "targets) trained 160 epochs with RAdam and the ReinMax paper's fixed settings per "
+        "estimator, no tuning (estimators: " + ", ".join(grid.TABLES["tutorial"].variants) + ")",
     )
     parser.add_argument(
         "--estimators",
@@ -68,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {' '.join(t.variants)}" for name, t in grid.TABLES.items())
         + ")",
     )
-    parser.add_argument("--epochs", type=int, default=100, help="epochs of each final run")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of each final run (default: "
+        + ", ".join(f"{t.epochs} for {name}" for name, t in grid.TABLES.items())
+        + ")",
+    )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=(0, 1, 2), help="seeds of each final run"
     )
@@ -185,10 +215,12 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
     Raises:
       ValueError: a flag's value is invalid.
     """
-    table = grid.TABLES[args.latent_type]
+    table = args.table
     args.estimators = args.estimators or table.variants
     if args.eval_samples is None:
         args.eval_samples = table.eval_samples
+    if args.epochs is None:
+        args.epochs = table.epochs
     variants = {}
     for text in dict.fromkeys(args.estimators):
         try:
@@ -196,6 +228,11 @@ def _check_args(args: argparse.Namespace) -> tuple[tuple[grid.TemperatureSchedul
             found.spec.check_distribution(table.latent_type)
         except ValueError as error:
             raise ValueError(f"--estimators {text}: {str(error).rstrip('.')}") from None
+        if not table.tuned and found.name not in dict(table.settings):
+            raise ValueError(
+                f"--estimators {text}: --protocol {table.name} has no settings for it; its "
+                f"estimators are {', '.join(name for name, _ in table.settings)}"
+            )
         variants.setdefault(found.name, found)
     args.variants = tuple(variants.values())
     for name in ("epochs", "tune_epochs", "eval_samples", "anneal_every"):
@@ -256,14 +293,47 @@ def _check_annealing(args: argparse.Namespace, *families) -> None:
         )
 
 
-def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
+def _table(args: argparse.Namespace, given: frozenset[str]) -> grid.Table:
+    """The table ``--protocol`` and ``--latent-type`` name.
+
+    Raises:
+      ValueError: a protocol without tuning with tuning flags, ``--phase tune`` or another
+        latent type.
+    """
+    if args.protocol == "validation":
+        return grid.TABLES[args.latent_type]
+    table = grid.TABLES[args.protocol]
+    refused = [f"--{name.replace('_', '-')}" for name in TUNING_FLAGS if name in given]
+    if refused:
+        raise ValueError(
+            f"--protocol {args.protocol} fixes each estimator's settings and does not tune: drop "
+            + " ".join(refused)
+        )
+    if args.latent_type != table.latent_type:
+        raise ValueError(
+            f"--protocol {args.protocol} has {table.latent_type} latents: drop --latent-type "
+            f"{args.latent_type}"
+        )
+    if args.phase == "tune":
+        raise ValueError(
+            f"--protocol {args.protocol} does not tune: pass --phase final, all or report"
+        )
+    return table
+
+
+def plan_from_args(args: argparse.Namespace, given: frozenset[str] = frozenset()) -> campaign.Plan:
     """The campaign the parsed flags ask for.
+
+    Args:
+      args: the parsed flags.
+      given: the flags given on the command line (``experiments.mnist.cli.given_flags``), as
+        opposed to left at their defaults.
 
     Raises:
       ValueError: a flag's value is invalid.
     """
+    args.table = table = _table(args, given)
     temperatures, floored_temperatures = _check_args(args)
-    table = grid.TABLES[args.latent_type]
     # Paths are resolved once, here.
     root = Path(args.root or table.root).expanduser().resolve()
     if args.limit_examples is not None:
@@ -273,6 +343,7 @@ def plan_from_args(args: argparse.Namespace) -> campaign.Plan:
     tune_runs = tuple(
         grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table)
         for v in variants
+        if table.tuned
         for c in grid.candidates(
             v, tuple(args.tune_lrs), temperatures, floored_temperatures, lr_schedules
         )
@@ -340,24 +411,27 @@ def _check_run_settings(plan: campaign.Plan) -> None:
     Raises:
       ValueError: naming the flag.
     """
-    finals = [
-        grid.final_run(
-            plan.root,
-            first.variant,
-            first.candidate,
-            seed=seed,
-            epochs=plan.epochs,
-            table=plan.table,
-        )
-        for first in plan.tune_runs[:1]
-        for seed in plan.seeds
-    ]
+    if plan.table.tuned:
+        finals = [
+            grid.final_run(
+                plan.root,
+                first.variant,
+                first.candidate,
+                seed=seed,
+                epochs=plan.epochs,
+                table=plan.table,
+            )
+            for first in plan.tune_runs[:1]
+            for seed in plan.seeds
+        ]
+    else:
+        finals = [run for runs in plan.final_runs(plan.choices()).values() for run in runs]
     try:
         for run in (*plan.tune_runs, *finals):
             run.config(**plan.config_options)
         # Each estimator's first step, traced once (a plug-in that raises or returns the wrong
         # shape is a usage error now, not a failure after the data loads).
-        firsts = {run.variant.name: run for run in plan.tune_runs}.values()
+        firsts = {run.variant.name: run for run in (*plan.tune_runs, *finals)}.values()
         for run in firsts:
             mnist_cli.check_first_step(run.config(**plan.config_options), flag="--estimators")
     except ConfigError as error:
@@ -370,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the phases asked for; returns the exit status."""
     parser = build_parser()
     try:
-        plan = plan_from_args(parser.parse_args(argv))
+        plan = plan_from_args(parser.parse_args(argv), mnist_cli.given_flags(argv, build_parser()))
     except ValueError as error:
         parser.error(str(error))
 

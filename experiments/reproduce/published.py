@@ -10,7 +10,8 @@ both papers:
   Estimator (ICLR 2021), https://arxiv.org/abs/2010.04838, Table 2, batch 20, 8-ary latents (their
   architecture and latent sizes differ from ours).
 
-Binary table: see :data:`PAPER_RESULTS` ``["bernoulli"]``.
+Binary table and the tutorial's protocol: see :data:`PAPER_RESULTS` ``["bernoulli"]`` and the
+tables' ``published_note`` (``experiments.reproduce.grid.TABLES``): no figure is set beside them.
 """
 
 from __future__ import annotations
@@ -26,4 +27,5 @@ PAPER_RESULTS: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
         "reinforce-loo": (("Jang 2017 SF", 110.6),),
     },
     "bernoulli": {},
+    "tutorial": {},
 }

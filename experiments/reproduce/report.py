@@ -29,6 +29,8 @@ from experiments.reproduce import campaign, grid, published
 JSON_FILE = "reproduction.json"
 MARKDOWN_FILE = "reproduction.md"
 CURVES_FILE = "reproduction_curves.png"
+# How the paragraph above a table names the optimizers (``Config.optimizer``).
+OPTIMIZER_NAMES = {"adam": "Adam", "radam": "RAdam"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,22 +160,15 @@ def _row(
         "iwae_samples": sorted({r["iwae_samples"] for r in last}),
         "seeds": [run.seed for run in finished],
         "epochs": finished[0].epochs,
-        "tuning_epochs": choice.epochs,
+        "tuning_epochs": choice.epochs if table.tuned else None,
         "latents": table.latents,
         "categories": table.categories,
-        "binarization": grid.BINARIZE,
+        "binarization": table.binarize,
+        "optimizer": table.optimizer,
         "seconds_per_epoch": statistics.median(x["seconds"] for r in records for x in r),
         "device": ", ".join(sorted({_device(run.workdir) for run in finished})),
         "settings": choice.candidate.to_dict(),
-        "tuning": {
-            "split": _split_text(limit_examples),
-            "epochs": choice.epochs,
-            "seed": grid.TUNE_SEED,
-            "candidates": [
-                {**candidate.to_dict(), "validation_neg_elbo": _finite_or_none(score)}
-                for candidate, score in choice.scores
-            ],
-        },
+        "tuning": _tuning(choice, limit_examples) if table.tuned else None,
         "per_seed": [
             {
                 "seed": run.seed,
@@ -182,13 +177,26 @@ def _row(
             }
             for run, r in zip(finished, last, strict=True)
         ],
-        "published": dict(published.PAPER_RESULTS[table.latent_type].get(name, ())),
+        "published": dict(published.PAPER_RESULTS[table.name].get(name, ())),
     }
     if table.latent_type != "categorical":
         row["latent_type"] = table.latent_type
     if limit_examples is not None:
         row["limit_examples"] = limit_examples
     return row
+
+
+def _tuning(choice: campaign.Choice, limit_examples: int | None) -> dict[str, Any]:
+    """The JSON of the tuning: its split, epochs, seed and every candidate's score."""
+    return {
+        "split": _split_text(limit_examples),
+        "epochs": choice.epochs,
+        "seed": grid.TUNE_SEED,
+        "candidates": [
+            {**candidate.to_dict(), "validation_neg_elbo": _finite_or_none(score)}
+            for candidate, score in choice.scores
+        ],
+    }
 
 
 def _train_bound(last: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -264,25 +272,37 @@ def markdown(summary: Summary) -> str:
             f"**Still running** (no result shown until every run has finished): {rows}.",
             "",
         ]
-    if results:
+    if results and table.tuned:
         lines += _tuning_table(summary)
     if summary.training_hours is not None:
         tuning, final = summary.training_hours
+        parts = f" ({tuning:.1f} tuning, {final:.1f} final runs;" if table.tuned else " ("
         lines += [
-            f"Training time: {tuning + final:.1f} hours of training steps ({tuning:.1f} tuning, "
-            f"{final:.1f} final runs; evaluation not counted).",
+            f"Training time: {tuning + final:.1f} hours of training steps{parts} evaluation not "
+            "counted).",
             "",
         ]
     return "\n".join(lines)
 
 
-def _results_table(summary: Summary) -> list[str]:
-    """The results' paragraph, table and best estimator."""
+def _protocol_text(summary: Summary, seeds: Sequence[int]) -> str:
+    """The paragraph above the results table: what was measured, on which protocol."""
     results, table = summary.results, summary.table
     first = next(iter(results.values()))
-    seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
     devices = sorted({entry["device"] for entry in results.values()})
-    lines = [
+    targets = {
+        "dynamic": "dynamic binarization",
+        "none": "grey-level targets (no binarization)",
+    }[table.binarize]
+    test_data = "binarized once" if table.binarize == "dynamic" else "grey levels"
+    if table.tuned:
+        settings = (
+            f"Settings chosen by validation negative ELBO ({first['tuning']['split']}; "
+            f"{_plural(first['tuning']['epochs'], 'epoch')}, seed {first['tuning']['seed']})."
+        )
+    else:
+        settings = "Settings fixed per estimator by the protocol (no tuning)."
+    text = (
         "Test negative ELBO and IWAE bound in nats (lower is better), "
         + (
             f"mean ± sample standard deviation over {len(seeds)} seeds "
@@ -290,26 +310,33 @@ def _results_table(summary: Summary) -> list[str]:
             else "one seed "
         )
         + f"({', '.join(map(str, seeds))}; a row with fewer seeds says so); "
-        f"{_plural(first['epochs'], 'epoch')} on the training set, dynamic binarization, "
-        f"batch {Config.batch_size}, Adam{_lr_schedule_note(results)}, encoder "
-        f"{table.architecture} and mirrored decoder, uniform prior; the discrete model "
-        "evaluated on the test set (binarized once). Settings chosen by validation negative "
-        f"ELBO ({first['tuning']['split']}; {_plural(first['tuning']['epochs'], 'epoch')}, "
-        f"seed {first['tuning']['seed']}). s/epoch: median training time of an epoch on "
-        f"{'; '.join(devices)}. {table.published_note}",
-    ]
+        f"{_plural(first['epochs'], 'epoch')} on the training set, {targets}, "
+        f"batch {Config.batch_size}, {OPTIMIZER_NAMES[table.optimizer]}"
+        f"{_lr_schedule_note(results)}, encoder {table.architecture} and mirrored decoder, "
+        f"uniform prior; the discrete model evaluated on the test set ({test_data}). {settings} "
+        f"s/epoch: median training time of an epoch on {'; '.join(devices)}. "
+        f"{table.published_note}"
+    )
+    if all("train_neg_elbo_mean" in entry for entry in results.values()):
+        text += (
+            " Train neg. ELBO: the discrete model's negative ELBO on the training set "
+            f"({test_data}) after the last epoch."
+        )
+    return text
+
+
+def _results_table(summary: Summary) -> list[str]:
+    """The results' paragraph, table and best estimator."""
+    results, table = summary.results, summary.table
+    seeds = sorted({s for entry in results.values() for s in entry["seeds"]})
+    lines = [_protocol_text(summary, seeds)]
     # The training-set bound, where every row has it (runs before it existed do not).
     train = all("train_neg_elbo_mean" in entry for entry in results.values())
-    if train:
-        lines[-1] += (
-            " Train neg. ELBO: the discrete model's negative ELBO on the training set (binarized "
-            "once) after the last epoch."
-        )
     lines += [
         "",
         "| Estimator | Test neg. ELBO | IWAE NLL |"
         + (" Train neg. ELBO |" if train else "")
-        + " s/epoch | Chosen settings | Published |",
+        + f" s/epoch | {'Chosen settings' if table.tuned else 'Settings'} | Published |",
         "|---|---|---|" + ("---|" if train else "") + "---|---|---|",
     ]
     for name, entry in results.items():

@@ -203,6 +203,19 @@ def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_pat
     assert "epochs: 1 -> 2" in capsys.readouterr().err
 
 
+def test_a_radam_run_resumes_bitwise_and_refuses_a_changed_optimizer(
+    data_dir, tmp_path, capsys
+):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert cli.main(_args(data_dir, whole, 2, "--optimizer", "radam")) == 0
+    assert cli.main(_args(data_dir, resumed, 1, "--optimizer", "radam")) == 0
+    assert cli.main(_args(data_dir, resumed, 2, "--optimizer", "radam")) == 0
+    _assert_same_run(resumed, whole)
+    capsys.readouterr()
+    assert cli.main(_args(data_dir, resumed, 3)) == 2
+    assert "optimizer: 'radam' -> 'adam'" in capsys.readouterr().err
+
+
 def test_only_run_length_chunking_evaluation_and_outputs_may_change():
     assert {"epochs", "chunk_steps", "eval_samples", "workdir"} <= MAY_CHANGE_ON_RESUME
     saved = Config().to_dict()

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments.mnist import train
@@ -167,6 +168,20 @@ def test_the_step_runs_the_library_estimator_with_the_configs_options():
     )
     with pytest.raises(ValueError, match="reinforce-loo is a surrogate estimator"):
         train.estimator(Config(estimator="reinforce-loo"))
+
+
+@pytest.mark.parametrize("name", ["adam", "radam"])
+def test_the_optimizer_is_the_one_the_config_names(name):
+    config = Config(**{**TINY.to_dict(), "optimizer": name, "learning_rate": 0.01})
+    state = train.create_train_state(config, data_dim=784)
+    grads = jax.tree.map(jnp.ones_like, state.params)
+    expected = getattr(optax, name)(0.01)
+    updates, _ = expected.update(grads, expected.init(state.params), state.params)
+    ours, _ = state.tx.update(grads, state.opt_state, state.params)
+    jax.tree.map(np.testing.assert_array_equal, ours, updates)
+    other = optax.radam(0.01) if name == "adam" else optax.adam(0.01)
+    theirs, _ = other.update(grads, other.init(state.params), state.params)
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, ours, theirs)))
 
 
 def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():
