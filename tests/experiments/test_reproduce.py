@@ -527,3 +527,83 @@ def test_a_campaign_that_lost_runs_says_so_in_its_exit_status(tmp_path, capsys):
     assert last.startswith("error: 2 run(s) failed (training diverged) and have no result")
     assert bad.title in last and final[1].title in last
     assert (tmp_path / "results" / "reproduction.md").exists()
+
+
+def _tutorial_plan(tmp_path, *extra: str):
+    argv = ["--protocol", "tutorial", "--phase", "report", "--root", str(tmp_path / "runs")]
+    argv += ["--results", str(tmp_path / "results"), *extra]
+    parser = cli.build_parser()
+    return cli.plan_from_args(parser.parse_args(argv))
+
+
+def test_the_tutorial_protocol_trains_fixed_settings_without_tuning(tmp_path):
+    plan = _tutorial_plan(tmp_path)
+    table = grid.TABLES["tutorial"]
+    assert plan.table is table and not table.tuned and plan.tune_runs == ()
+    assert [v.name for v in plan.variants] == list(table.variants)
+    assert (plan.epochs, plan.seeds) == (160, (0, 1, 2))
+    finals = plan.final_runs(plan.choices())
+    settings = {
+        name: (runs[0].config(**plan.config_options), runs[0].candidate)
+        for name, runs in finals.items()
+    }
+    # Every estimator of the protocol, with the settings the module's table lists.
+    expected = {name: (lr, t) for name, lr, t in grid.TUTORIAL_SETTINGS}
+    assert {n: (c.learning_rate, c.temperature) for n, (c, _) in settings.items()} == expected
+    config, _ = settings["reinmax"]
+    assert (config.latents, config.categories, config.hidden) == (30, 10, (512, 256))
+    assert (config.binarize, config.optimizer, config.batch_size) == ("none", "radam", 100)
+    assert (config.temperature_min, config.anneal_rate) == (1.3, 0.0)  # constant
+    assert (config.epochs, config.lr_schedule) == (160, "constant")
+    assert settings["gumbel-rao-10"][0].options() == {"num_samples": 10}
+    assert finals["st"][2].workdir == tmp_path / "runs/final/st/lr0.0005-t0.5-const/seed2"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tune-lrs", "1e-3"], "--protocol tutorial fixes each estimator's settings and does "
+         "not tune: drop --tune-lrs"),
+        (["--tune-epochs", "3", "--anneal-rate", "1e-3"], "drop --tune-epochs --anneal-rate"),
+        (["--latent-type", "bernoulli"], "--protocol tutorial has categorical latents: drop "
+         "--latent-type bernoulli"),
+        (["--phase", "tune"], "--protocol tutorial does not tune: pass --phase final, all or"),
+        (["--estimators", "relax"], "--estimators relax: --protocol tutorial has no settings for "
+         "it; its estimators are st-softmax, st, relaxed,"),
+    ],
+)  # fmt: skip
+def test_the_tutorial_protocol_refuses_what_it_would_ignore(extra, message, capsys, tmp_path):
+    argv = ["--protocol", "tutorial", "--root", str(tmp_path), *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_tutorial_protocols_report_names_its_protocol_and_has_no_tuning(tmp_path):
+    plan = _tutorial_plan(tmp_path, "--estimators", "st", "reinmax", "--epochs", "2")
+    choices = plan.choices()
+    final = plan.final_runs(choices)
+    for name, losses in (("st", (110.0, 111.0, 112.0)), ("reinmax", (105.0, 106.0, 107.0))):
+        for run, loss in zip(final[name], losses, strict=True):
+            _write_run(run, [130.0, loss], train=loss - 2)
+    summary = report.summarize(final, choices, table=plan.table, tune_runs=plan.tune_runs)
+    entry = summary.results["reinmax"]
+    assert (entry["epochs"], entry["latents"], entry["categories"]) == (2, 30, 10)
+    assert (entry["binarization"], entry["optimizer"], entry["seeds"]) == (
+        "none",
+        "radam",
+        [0, 1, 2],
+    )
+    assert entry["tuning"] is None and entry["tuning_epochs"] is None
+    assert entry["settings"]["learning_rate"] == 5e-4 and entry["settings"]["temperature"] == 1.3
+    assert entry["train_neg_elbo_mean"] == pytest.approx(104.0)
+    text = report.markdown(summary)
+    assert (
+        "grey-level targets (no binarization), batch 100, RAdam, encoder 784-512-256-(30x10)"
+        in (text)
+    )
+    assert "Settings fixed per estimator by the protocol (no tuning)." in text
+    assert "| ReinMax | 106.00 ± 1.00 |" in text and "| Settings | Published |" in text
+    assert "Tuning (validation" not in text and "tuning," not in text
+    assert "could not be read here" in text
