@@ -40,7 +40,7 @@ import torch
 from benchmarks import torch_reference
 from benchmarks.epochs import epoch_benchmark, synthetic_images
 from experiments.mnist import input_pipeline
-from experiments.mnist.config import DATA_DIR_ENV, Config
+from experiments.mnist.config import Config
 from experiments.mnist.workdir import file_problem
 
 
@@ -57,7 +57,7 @@ def cpu_name() -> str:
 
 def training_images(*, synthetic: bool = False) -> tuple[np.ndarray, str]:
     """uint8 images ``[n, 28, 28]`` and where they came from: MNIST if the folder is set."""
-    data_dir = None if synthetic else os.environ.get(DATA_DIR_ENV)
+    data_dir = None if synthetic else os.environ.get(input_pipeline.DATA_DIR_ENV)
     if data_dir:
         return input_pipeline.load_idx_folder(data_dir).train_images, f"MNIST ({data_dir})"
     return synthetic_images(), "synthetic uint8 images"

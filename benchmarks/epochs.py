@@ -152,9 +152,8 @@ def epoch_benchmark(config: Config, *, repeats: int = 5, images: np.ndarray | No
     """
     config = Config(**{**config.to_dict(), "epochs": 1 + repeats, "progress": False})
     images = synthetic_images() if images is None else images
-    state = train.create_train_state(config, data_dim=28 * 28)
-    seconds: list[float] = []
-    train.fit(state, images, config=config, on_epoch_end=lambda _, r: seconds.append(r.seconds))
+    state = train.create_train_state(config)
+    seconds = [result.seconds for _, result in train.fit(state, images, config=config)]
     steady = seconds[1:]
     examples = config.steps_per_epoch(len(images)) * config.batch_size
     gflop = flops_per_example(config) * examples / 1e9

@@ -30,7 +30,7 @@ from benchmarks.epochs import (
     estimator_help,
     synthetic_images,
 )
-from experiments.mnist import train
+from experiments.mnist import train, update
 from experiments.mnist.workdir import file_problem
 
 # Fused-op name patterns of XLA:CPU, by what the step spends them on. YNNPACK fusions
@@ -60,15 +60,15 @@ def op_times(steps: int, estimator: str) -> tuple[dict[str, float], set[str]]:
     """Microseconds per XLA op name, summed over a traced chunk of ``steps`` training steps, and
     the names of the ops that are matrix products (``matmul_ops`` of the compiled chunk)."""
     config = estimator_config(estimator)
-    step_config = train.StepConfig.from_config(config)
-    state = train.create_train_state(config, data_dim=784)
+    step_config = update.StepConfig.from_config(config)
+    state = train.create_train_state(config)
     images = jax.device_put(synthetic_images())
-    indices = train.epoch_batch_indices(
+    indices = update.epoch_batch_indices(
         jax.random.key(0), 0, num_examples=NUM_TRAIN, steps=steps, batch_size=config.batch_size
     )
 
     # Compiled once: its HLO names the ops the trace times.
-    compiled = train.train_chunk.lower(
+    compiled = update.train_chunk.lower(
         state, images, indices, 0, config=step_config, num_steps=steps
     ).compile()
 

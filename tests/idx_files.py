@@ -23,7 +23,7 @@ def write_random_idx(folder: Path, n_train: int, n_test: int, seed: int = 0) -> 
 
 
 def write_idx_folder(folder: Path, data) -> Path:
-    """Writes an :class:`~experiments.mnist.input_pipeline.Mnist` as the four gzipped IDX files.
+    """Writes an :class:`~experiments.mnist.input_pipeline.ImageData` as the four gzipped IDX files.
 
     The official MNIST arrays give the official files (their SHA-256 after gunzip matches).
     """

@@ -133,7 +133,7 @@ class RunCheckpoints:
       >>> from experiments.mnist import train
       >>> from experiments.mnist.config import Config
       >>> config = Config(latents=2, categories=3, hidden=(8,))
-      >>> fresh = train.create_train_state(config, data_dim=16)
+      >>> fresh = train.create_train_state(config, image_shape=(4, 4, 1))
       >>> with RunCheckpoints(tempfile.mkdtemp()) as saved:
       ...     print(saved.restore_latest(fresh))  # a new run: nothing to resume
       ...     started = saved.save(fresh, epoch=0, meta={"config": config.to_dict()})

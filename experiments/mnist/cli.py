@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
+import math
 import os
 import sys
 import textwrap
@@ -21,8 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from flax import nnx
 
-from experiments.mnist import estimator_check, input_pipeline, outputs, parallel, workdir
+from experiments.mnist import (
+    estimator_check,
+    input_pipeline,
+    models,
+    outputs,
+    parallel,
+    workdir,
+)
 from experiments.mnist.config import (
     DATA_AND_OUTPUTS,
     EVALUATION,
@@ -115,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m experiments.mnist",
         description=(
             "Train the discrete VAE of the Gumbel-Softmax tutorial (categorical or binary latents) "
-            "on MNIST and evaluate the discrete model's negative ELBO and IWAE bound on the test "
-            "set."
+            f"on {' or '.join(spec.title for spec in input_pipeline.DATASETS.values())} "
+            "(--dataset) and evaluate the discrete model's negative ELBO and IWAE bound on the "
+            "test set."
         ),
         formatter_class=HelpFormatter,
         epilog=estimator_list(),
@@ -199,7 +208,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         values["estimator_options"] = spec.parse_options(args.estimator_options or ())
     except (ValueError, TypeError) as error:
         raise ValueError(f"{flag('estimator_options')} {str(error).rstrip('.')}") from None
-    values["data_dir"] = input_pipeline.resolve_data_dir(args.data_dir)
+    values["data_dir"] = input_pipeline.resolve_data_dir(args.data_dir, args.dataset)
     values["workdir"] = str(Path(args.workdir).expanduser().resolve())  # Resolved once, here.
     try:
         return Config(**values)
@@ -250,7 +259,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:  # The workdir's kind, writability and lock, before the data loads (writes nothing).
         if parallel.is_main_process():
             workdir.check(config.workdir)
-        data = input_pipeline.load(config.data_dir, allow_unverified=config.allow_unverified_data)
+        data = input_pipeline.load(
+            config.data_dir,
+            dataset=config.dataset,
+            allow_unverified=config.allow_unverified_data,
+        )
     except (workdir.WorkdirError, input_pipeline.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -347,13 +360,18 @@ _HOST_MEMORY = (
 _BYTES = 4  # float32
 
 
+def parameter_count(config: Config, image_shape: tuple[int, ...] = models.MNIST_SHAPE) -> int:
+    """The model's number of parameters, from its shapes alone (nothing is allocated)."""
+    abstract = nnx.eval_shape(lambda: models.from_config(config, image_shape, rngs=nnx.Rngs(0)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
 def memory_needed(config: Config, *, num_test: int, num_devices: int = 1) -> dict[str, int]:
     """Lower bounds of the bytes one device holds at once, for each part of a run, keyed by the
     flags that size it: the parameters with Adam's state and the gradient, a training step's
     samples and decoder output, an evaluation chunk's samples and decoder output."""
     latent_size = config.latents * (1 if config.latent_type == "bernoulli" else config.categories)
-    widths = (28 * 28, *config.hidden, latent_size)
-    params = 2 * sum(a * b for a, b in itertools.pairwise(widths))  # encoder and decoder
+    params = parameter_count(config)
     spec, options = config.spec(), config.options()
     batch = -(-config.batch_size // num_devices)
     per_example = latent_size + max(config.hidden) + 28 * 28
@@ -409,7 +427,7 @@ def check_memory(config: Config, *, num_test: int, mesh: jax.sharding.Mesh) -> N
         )
 
 
-def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) -> int:
+def _train(config: Config, data: input_pipeline.ImageData, mesh: jax.sharding.Mesh) -> int:
     """Trains and evaluates the run, reporting on the main process; returns the exit status."""
     # Imported here so that flag and data errors are reported before the model is built.
     from experiments.mnist import checkpoints, run
@@ -417,7 +435,8 @@ def _train(config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh) 
     main_process = parallel.is_main_process()
     if main_process:
         print(
-            f"MNIST from {data.source}: {len(data.train_images)} train, "
+            f"{input_pipeline.DATASETS[config.dataset].title} from {data.source}: "
+            f"{len(data.train_images)} train, "
             f"{len(data.test_images)} test images; {_latents_text(config)}; estimator "
             f"{config.estimator}; "
             f"{mesh.size} device(s) ({mesh.devices.flat[0].platform}) in "

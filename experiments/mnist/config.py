@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+from experiments.mnist.input_pipeline import DATASETS, DEFAULT_DATASET
+from experiments.mnist.models import MODELS
 from gumbel_jax import estimators
 from gumbel_jax.estimators import DISTRIBUTIONS as LATENT_TYPES
 
@@ -25,8 +27,6 @@ LR_SCHEDULES = ("constant", "cosine")
 # The optimizers (``optax`` builds them from the name): Adam, and Rectified Adam (Liu et al.,
 # ICLR 2020, https://arxiv.org/abs/1908.03265), which the ReinMax paper's MNIST-VAE uses.
 OPTIMIZERS = ("adam", "radam")
-# The environment variable that names the IDX folder when ``--data-dir`` is not given.
-DATA_DIR_ENV = "GUMBEL_JAX_MNIST_DIR"
 
 # The command line's groups of settings (their titles in ``--help``).
 MODEL, TRAINING, EVALUATION, DATA_AND_OUTPUTS = (
@@ -98,7 +98,9 @@ class Config:
       latents: number of latent variables.
       categories: number of categories of each categorical latent variable (unused with
         ``bernoulli``).
-      hidden: widths of the encoder's hidden layers; the decoder mirrors them.
+      model: ``mlp`` (the tutorial's) or ``conv`` (``experiments.mnist.models.MODELS``).
+      hidden: widths of the encoder's hidden layers; the decoder mirrors them (the conv model
+        uses the last one for its dense layer).
       activation: the hidden layers' nonlinearity (``relu``, ``leaky_relu`` with slope 0.3 below
         zero, ``tanh``).
       epochs: number of passes over the training set.
@@ -130,8 +132,11 @@ class Config:
       chunk_steps: training steps per compiled ``lax.scan`` chunk (progress is shown between
         chunks). Chunks never cross an epoch boundary.
       seed: the seed every random number of the run derives from.
-      data_dir: folder of the four MNIST IDX files, or ``None`` for tensorflow-datasets.
-      allow_unverified_data: accept IDX files whose SHA-256 differs from the official MNIST.
+      dataset: the data set trained and evaluated on, a key of
+        ``experiments.mnist.input_pipeline.DATASETS`` (``mnist``, ``fashion_mnist``).
+      data_dir: folder of the data set's four IDX files, or ``None`` for tensorflow-datasets.
+      allow_unverified_data: accept IDX files that cannot be verified as the data set's official
+        files.
       workdir: folder that receives the outputs.
       progress: show a progress bar.
     """
@@ -152,6 +157,14 @@ class Config:
         help="encoder hidden widths (the decoder mirrors them)",
         group=MODEL,
         defines_run=True,
+    )
+    model: str = setting(
+        "mlp",
+        help="mlp: the tutorial's; conv: two stride-2 convolutions each way "
+        "(experiments/mnist/models.py lists them)",
+        group=MODEL,
+        defines_run=True,
+        choices=tuple(MODELS),
     )
     activation: str = setting(
         "relu",
@@ -242,18 +255,28 @@ class Config:
     seed: int = setting(
         0, help="every random number derives from it", group=TRAINING, defines_run=True
     )
+    dataset: str = setting(
+        DEFAULT_DATASET,
+        help="the data set to train and evaluate on (experiments/mnist/input_pipeline.py's "
+        "DATASETS describes each)",
+        group=DATA_AND_OUTPUTS,
+        defines_run=True,
+        choices=tuple(DATASETS),
+    )
     data_dir: str | None = setting(
         None,
         help=(
-            "folder with the four MNIST IDX files (gzipped or not); default: the environment "
-            f"variable {DATA_DIR_ENV}, else tensorflow-datasets"
+            "folder with the data set's four IDX files; default: the environment variable "
+            + ", ".join(f"{spec.data_dir_env} for {name}" for name, spec in DATASETS.items())
+            + ", else tensorflow-datasets"
         ),
         group=DATA_AND_OUTPUTS,
         defines_run=False,
     )
     allow_unverified_data: bool = setting(
         False,
-        help="accept IDX files whose SHA-256 is not that of the official MNIST files",
+        help="accept IDX files that cannot be verified as the data set's official files (by "
+        "their SHA-256)",
         group=DATA_AND_OUTPUTS,
         defines_run=False,
     )

@@ -31,8 +31,8 @@ EVAL_SEED = 20_240_602
 
 
 def pixels_binarized_once(images: np.ndarray, mode: str) -> jax.Array:
-    """Images as float32 pixels ``[n, data_dim]``, binarized once with a fixed key (the same for
-    every run): the test set, and the training set for its final bound."""
+    """Images as float32 pixels ``[n, rows, cols, channels]``, binarized once with a fixed key
+    (the same for every run): the test set, and the training set for its final bound."""
     return input_pipeline.binarize(
         jax.random.key(TEST_BINARIZATION_SEED), jnp.asarray(images), mode
     )
@@ -54,7 +54,8 @@ class Stopped(Exception):
 
 @functools.partial(jax.jit, static_argnames="size")
 def _padded(x: jax.Array, *, size: int) -> jax.Array:
-    return jnp.pad(x, ((0, size - x.shape[0]), (0, 0)))
+    """``x`` with zero examples appended up to ``size`` (each example keeps its shape)."""
+    return jnp.pad(x, ((0, size - x.shape[0]), *[(0, 0)] * (x.ndim - 1)))
 
 
 def _batch_keys(key: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -90,7 +91,7 @@ def _iwae_chunk(
     z_k = latents.get(model.latent_type).exact_sample(
         iwae_key, jnp.broadcast_to(logits, (chunk, *logits.shape))
     )
-    pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(chunk, batch_size, -1)
+    pixel_logits_k = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(chunk, *xb.shape)
     log_w = losses.log_importance_weights(pixel_logits_k, xb, logits, z_k, model.latent_type)
     valid = chunk_index * chunk + jnp.arange(chunk) < num_samples
     return logsumexp_update(running, jnp.where(valid[:, None], log_w, -jnp.inf))
@@ -142,28 +143,30 @@ def _nll_iwae_batch(graphdef, params, x, index, key, *, batch_size, num_samples,
 
 
 def evaluate(
-    model: models.DiscreteVAE,
+    model: models.VAEModel,
     x: jax.Array,
     *,
     config: Config,
     num_samples: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    split: str = "test",
 ) -> dict[str, float]:
-    """Test-set bounds of the discrete model, in nats per example.
+    """Bounds of the discrete model on held-out pixels, in nats per example.
 
     Memory is bounded by one chunk (``config.eval_batch_size`` examples times at most
     :data:`IWAE_SAMPLE_CHUNK` samples), whatever ``num_samples``.
 
     Args:
       model: the model (``TrainState.model()``).
-      x: test pixels ``[n, data_dim]`` (see :func:`pixels_binarized_once`).
+      x: test pixels ``[n, rows, cols, channels]`` (see :func:`pixels_binarized_once`).
       config: the run's settings (its evaluation batch size).
       num_samples: k of the IWAE bound, or ``None`` to skip it.
       should_stop: polled between chunks (after each has finished); when it returns true the
         evaluation stops with :class:`Stopped`.
+      split: what ``x`` is, the prefix of the result's names (``test``, ``valid``, ``train``).
 
     Returns:
-      ``{"test/neg_elbo": ...}``, plus ``"test/nll_iwae"`` when ``num_samples`` is given.
+      ``{"<split>/neg_elbo": ...}``, plus ``"<split>/nll_iwae"`` when ``num_samples`` is given.
 
     Raises:
       Stopped: ``should_stop`` returned true.
@@ -188,14 +191,15 @@ def evaluate(
                     should_stop=should_stop,
                 )
             )
-    result = {"test/neg_elbo": float(jnp.mean(jnp.concatenate(neg_elbo)[:n]))}
+    result = {f"{split}/neg_elbo": float(jnp.mean(jnp.concatenate(neg_elbo)[:n]))}
     if num_samples:
-        result["test/nll_iwae"] = float(jnp.mean(jnp.concatenate(nll_iwae)[:n]))
+        result[f"{split}/nll_iwae"] = float(jnp.mean(jnp.concatenate(nll_iwae)[:n]))
     return result
 
 
-def reconstruct(model: models.DiscreteVAE, x: jax.Array) -> jax.Array:
-    """Pixel probabilities ``[n, data_dim]`` decoded from one exact posterior sample of ``x``."""
+def reconstruct(model: models.VAEModel, x: jax.Array) -> jax.Array:
+    """Pixel probabilities ``[n, rows, cols, channels]`` decoded from one exact posterior sample
+    of ``x``."""
     return _reconstruct(*nnx.split(model), x)
 
 
@@ -207,8 +211,9 @@ def _reconstruct(graphdef, params, x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(model.decode(z))
 
 
-def sample_prior(model: models.DiscreteVAE, *, num: int) -> jax.Array:
-    """Pixel probabilities ``[num, data_dim]`` decoded from ``num`` samples of the uniform prior."""
+def sample_prior(model: models.VAEModel, *, num: int) -> jax.Array:
+    """Pixel probabilities ``[num, rows, cols, channels]`` decoded from ``num`` samples of the
+    uniform prior."""
     return _sample_prior(*nnx.split(model), num=num)
 
 

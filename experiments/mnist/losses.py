@@ -1,6 +1,7 @@
 """The VAE's objective: Bernoulli log-likelihood from logits, analytic KL to the uniform prior.
 
 All functions return one value per example (summed over pixels or latents); callers average.
+Images and their pixel logits are ``[..., rows, cols, channels]``: the last :data:`IMAGE_AXES`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ import optax
 
 from experiments.mnist import latents
 
+# The pixel axes of an image ``[..., rows, cols, channels]``.
+IMAGE_AXES = (-3, -2, -1)
+
 
 def bernoulli_nll(pixel_logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Negative Bernoulli log-likelihood of the pixels, computed stably from logits.
 
     Args:
-      pixel_logits: decoder logits ``[batch, data_dim]``.
-      targets: pixels in ``[0, 1]`` (binary, or grey levels for ``--binarize none``),
-        ``[batch, data_dim]``.
+      pixel_logits: decoder logits ``[..., rows, cols, channels]``.
+      targets: pixels in ``[0, 1]`` (binary, or grey levels for ``--binarize none``), of the
+        same shape.
 
     Returns:
-      ``[batch]`` sums over pixels of ``-[x log sigmoid(l) + (1 - x) log sigmoid(-l)]``.
+      ``[...]`` sums over pixels of ``-[x log sigmoid(l) + (1 - x) log sigmoid(-l)]``.
     """
-    return optax.sigmoid_binary_cross_entropy(pixel_logits, targets).sum(axis=-1)
+    return optax.sigmoid_binary_cross_entropy(pixel_logits, targets).sum(axis=IMAGE_AXES)
 
 
 def negative_elbo(
@@ -39,8 +43,8 @@ def negative_elbo(
     :mod:`experiments.mnist.latents`).
 
     Args:
-      pixel_logits: ``[batch, data_dim]``.
-      targets: ``[batch, data_dim]``.
+      pixel_logits: ``[batch, rows, cols, channels]``.
+      targets: ``[batch, rows, cols, channels]``.
       posterior_logits: ``[batch, latents, categories]`` or log-odds ``[batch, latents]``.
       latent_type: ``"categorical"`` or ``"bernoulli"``.
 
@@ -61,8 +65,8 @@ def log_importance_weights(
     """``log p(x|z) + log p(z) - log q(z|x)`` for exact samples ``z`` of ``q``.
 
     Args:
-      pixel_logits: decoder logits of ``z``, ``[..., data_dim]``.
-      targets: pixels ``[..., data_dim]``.
+      pixel_logits: decoder logits of ``z``, ``[..., rows, cols, channels]``.
+      targets: pixels of the same shape (or broadcast to it).
       posterior_logits: ``[..., latents, categories]`` or log-odds ``[..., latents]``.
       z: the samples (one-hot, or 0.0/1.0), of the shape of ``posterior_logits``.
       latent_type: ``"categorical"`` or ``"bernoulli"``.

@@ -1,14 +1,22 @@
-"""The VAE of the Gumbel-Softmax tutorial, for categorical or binary latents, as a Flax NNX module.
+"""The VAE's models, their contract (:class:`VAEModel`) and the registry ``--model`` reads.
 
-Encoder ``784 -> 512 -> 256 -> latents x categories`` logits (raw logits: the tutorial's ReLU on
-the logits is a bug, it clips them at zero), decoder ``latents x categories -> 256 -> 512 -> 784``
-Bernoulli logits (no sigmoid: the likelihood is computed from logits). With binary latents the
-encoder gives one log-odds per latent and the decoder reads the 0/1 (or relaxed) values.
+A model is any Flax NNX module with the four members of :class:`VAEModel`: it encodes images
+``[batch, rows, cols, channels]`` to posterior logits and decodes latent samples to pixel logits of
+the same image shape, so the objective, the training step and the evaluation never see how it
+works. To add one, write its class with :data:`MODELS`' constructor keywords and add one line to
+:data:`MODELS`.
 
-The layers are ``nnx.Linear`` with its defaults, those of Linen's ``Dense``: LeCun-normal kernels
-(truncated normal, variance ``1 / fan_in``) and zero biases. ``nnx.Rngs`` is used only to create
-the parameters; the latent samples are drawn by the ``z_sampler`` the caller passes, with a key the
-caller holds explicitly (no random state lives in the module).
+- ``mlp`` (:class:`DiscreteVAE`), the tutorial's: encoder ``784 -> 512 -> 256 -> latents x
+  categories`` logits (raw logits: the tutorial's ReLU on the logits is a bug, it clips them at
+  zero), decoder ``latents x categories -> 256 -> 512 -> 784`` Bernoulli logits (no sigmoid: the
+  likelihood is computed from logits). With binary latents the encoder gives one log-odds per
+  latent and the decoder reads the 0/1 (or relaxed) values.
+- ``conv`` (:class:`ConvVAE`): two stride-2 convolutions (32 and 64 channels, 3x3) and a dense
+  layer to the logits; the decoder mirrors it with transposed convolutions.
+
+The layers use Flax's defaults (LeCun-normal kernels, zero biases). ``nnx.Rngs`` is used only to
+create the parameters; the latent samples are drawn by the caller's estimator, with a key the
+caller holds explicitly (no random state lives in a module).
 """
 
 from __future__ import annotations
@@ -17,13 +25,16 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from experiments.mnist import latents as latent_types
-from experiments.mnist.config import Config
+
+if TYPE_CHECKING:  # config.py reads MODELS from here
+    from experiments.mnist.config import Config
 
 # The hidden layers' nonlinearity, by its ``Config.activation`` name (the keys of
 # ``config.ACTIVATIONS``). ``leaky_relu`` has slope 0.3 below zero, as in the DisARM paper's code
@@ -33,6 +44,30 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.3),
     "tanh": jax.nn.tanh,
 }
+# MNIST's image shape, ``(rows, cols, channels)``.
+MNIST_SHAPE = (28, 28, 1)
+
+
+class VAEModel(Protocol):
+    """What the experiment needs of a model (any NNX module with these members).
+
+    Attributes:
+      latent_type: ``"categorical"`` or ``"bernoulli"``.
+      latent_shape: one example's latents, ``(latents, categories)`` or ``(latents,)``.
+    """
+
+    latent_type: str
+    latent_shape: tuple[int, ...]
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """Pixels in ``[0, 1]``, ``[batch, rows, cols, channels]``, to posterior logits
+        ``[batch, *latent_shape]``."""
+        ...
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Latent samples ``[batch, *latent_shape]`` (exact or relaxed) to Bernoulli logits of the
+        pixels, ``[batch, rows, cols, channels]``."""
+        ...
 
 
 def _layers(widths: Sequence[int], rngs: nnx.Rngs) -> nnx.List:
@@ -40,7 +75,8 @@ def _layers(widths: Sequence[int], rngs: nnx.Rngs) -> nnx.List:
 
 
 class DiscreteVAE(nnx.Module):
-    """VAE whose latents are categorical (``[latents, categories]`` one-hot) or binary.
+    """The tutorial's MLP VAE, with categorical (``[latents, categories]`` one-hot) or binary
+    latents.
 
     Args:
       latent_type: ``"categorical"`` or ``"bernoulli"``
@@ -48,7 +84,7 @@ class DiscreteVAE(nnx.Module):
       latents: number of latent variables.
       categories: classes of each categorical latent (unused for binary latents).
       hidden: encoder hidden widths; the decoder uses them reversed.
-      data_dim: number of pixels.
+      image_shape: ``(rows, cols, channels)``; the MLP flattens the pixels.
       activation: the hidden layers' nonlinearity, a key of :data:`ACTIVATIONS`.
       rngs: the ``params`` stream initialises the weights.
 
@@ -56,12 +92,12 @@ class DiscreteVAE(nnx.Module):
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
       >>> model = DiscreteVAE(latents=30, categories=10, rngs=nnx.Rngs(params=0))
-      >>> model.encode(jnp.zeros((2, 784))).shape
+      >>> model.encode(jnp.zeros((2, 28, 28, 1))).shape
       (2, 30, 10)
       >>> model.decode(jnp.zeros((2, 30, 10))).shape
-      (2, 784)
+      (2, 28, 28, 1)
       >>> binary = DiscreteVAE(latent_type="bernoulli", latents=200, rngs=nnx.Rngs(params=0))
-      >>> binary.encode(jnp.zeros((2, 784))).shape
+      >>> binary.encode(jnp.zeros((2, 28, 28, 1))).shape
       (2, 200)
     """
 
@@ -72,74 +108,119 @@ class DiscreteVAE(nnx.Module):
         latents: int = 30,
         categories: int = 10,
         hidden: Sequence[int] = (512, 256),
-        data_dim: int = 784,
+        image_shape: tuple[int, ...] = MNIST_SHAPE,
         activation: str = "relu",
         rngs: nnx.Rngs,
     ):
         self.latent_type = latent_type
-        # One example's latent sample: ``(latents, categories)`` or ``(latents,)``.
         self.latent_shape = latent_types.get(latent_type).shape(latents, categories)
+        self.image_shape = tuple(image_shape)
         self.activation = activation
-        size = math.prod(self.latent_shape)
-        self.encoder_hidden = _layers((data_dim, *hidden), rngs)
+        size, pixels = math.prod(self.latent_shape), math.prod(self.image_shape)
+        self.encoder_hidden = _layers((pixels, *hidden), rngs)
         self.encoder_logits = nnx.Linear(hidden[-1], size, rngs=rngs)
         self.decoder_hidden = _layers((size, *reversed(hidden)), rngs)
-        self.decoder_logits = nnx.Linear(hidden[0], data_dim, rngs=rngs)
+        self.decoder_logits = nnx.Linear(hidden[0], pixels, rngs=rngs)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """Posterior logits.
-
-        Args:
-          x: pixels in ``[0, 1]``, ``[batch, data_dim]``.
-
-        Returns:
-          Unnormalised log-probabilities ``[batch, latents, categories]`` (log-odds
-          ``[batch, latents]`` for binary latents).
-        """
-        h = x
+        """Posterior logits ``[batch, *latent_shape]`` of pixels ``[batch, *image_shape]``."""
+        h = x.reshape(x.shape[0], -1)
         for layer in self.encoder_hidden:
             h = ACTIVATIONS[self.activation](layer(h))
         return self.encoder_logits(h).reshape(x.shape[0], *self.latent_shape)
 
     def decode(self, z: jax.Array) -> jax.Array:
-        """Bernoulli logits of the pixels.
-
-        Args:
-          z: exact or relaxed latent samples, ``[batch, *latent_shape]``.
-
-        Returns:
-          Pixel logits ``[batch, data_dim]``.
-        """
+        """Pixel logits ``[batch, *image_shape]`` of latents ``[batch, *latent_shape]``."""
         h = z.reshape(z.shape[0], math.prod(self.latent_shape))
         for layer in self.decoder_hidden:
             h = ACTIVATIONS[self.activation](layer(h))
-        return self.decoder_logits(h)
-
-    def __call__(
-        self, x: jax.Array, z_sampler: Callable[[jax.Array], jax.Array]
-    ) -> tuple[jax.Array, jax.Array]:
-        """Encodes, samples the latents with ``z_sampler`` and decodes.
-
-        Args:
-          x: pixels ``[batch, data_dim]``.
-          z_sampler: maps posterior logits ``[batch, *latent_shape]`` to samples of the same
-            shape (a gradient estimator with its key and temperature bound).
-
-        Returns:
-          ``(pixel_logits [batch, data_dim], posterior_logits [batch, *latent_shape])``.
-        """
-        logits = self.encode(x)
-        return self.decode(z_sampler(logits)), logits
+        return self.decoder_logits(h).reshape(z.shape[0], *self.image_shape)
 
 
-def from_config(config: Config, data_dim: int, *, rngs: nnx.Rngs) -> DiscreteVAE:
-    """The model a run's config describes, for ``data_dim`` pixels, initialised from ``rngs``."""
-    return DiscreteVAE(
+class ConvVAE(nnx.Module):
+    """A small convolutional VAE: two stride-2 3x3 convolutions (32 and 64 channels) and a dense
+    layer of ``hidden[-1]`` units to the logits; the decoder mirrors it (dense, two stride-2
+    transposed convolutions). The image's rows and columns must be multiples of 4.
+
+    Args: those of :class:`DiscreteVAE` (``hidden``: only its last width is used).
+
+    Examples:
+      >>> model = ConvVAE(latents=30, categories=10, rngs=nnx.Rngs(params=0))
+      >>> model.encode(jnp.zeros((2, 28, 28, 1))).shape
+      (2, 30, 10)
+      >>> model.decode(jnp.zeros((2, 30, 10))).shape
+      (2, 28, 28, 1)
+    """
+
+    channels = (32, 64)
+
+    def __init__(
+        self,
+        *,
+        latent_type: str = "categorical",
+        latents: int = 30,
+        categories: int = 10,
+        hidden: Sequence[int] = (512, 256),
+        image_shape: tuple[int, ...] = MNIST_SHAPE,
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        rows, cols, colours = image_shape
+        if rows % 4 or cols % 4:
+            raise ValueError(
+                f"the conv model halves the image twice: rows and columns must be multiples of "
+                f"4, got {rows}x{cols}; use the mlp model"
+            )
+        self.latent_type = latent_type
+        self.latent_shape = latent_types.get(latent_type).shape(latents, categories)
+        self.image_shape = tuple(image_shape)
+        self.activation = activation
+        small, wide = self.channels
+        self.feature_shape = (rows // 4, cols // 4, wide)
+        features, size = math.prod(self.feature_shape), math.prod(self.latent_shape)
+        conv = functools.partial(nnx.Conv, kernel_size=(3, 3), strides=2, rngs=rngs)
+        self.encoder_convs = nnx.List([conv(colours, small), conv(small, wide)])
+        self.encoder_dense = nnx.Linear(features, hidden[-1], rngs=rngs)
+        self.encoder_logits = nnx.Linear(hidden[-1], size, rngs=rngs)
+        self.decoder_dense = _layers((size, hidden[-1], features), rngs)
+        up = functools.partial(nnx.ConvTranspose, kernel_size=(3, 3), strides=2, rngs=rngs)
+        self.decoder_convs = nnx.List([up(wide, small), up(small, colours)])
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """Posterior logits ``[batch, *latent_shape]`` of pixels ``[batch, *image_shape]``."""
+        act = ACTIVATIONS[self.activation]
+        h = x
+        for layer in self.encoder_convs:
+            h = act(layer(h))
+        h = act(self.encoder_dense(h.reshape(x.shape[0], -1)))
+        return self.encoder_logits(h).reshape(x.shape[0], *self.latent_shape)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Pixel logits ``[batch, *image_shape]`` of latents ``[batch, *latent_shape]``."""
+        act = ACTIVATIONS[self.activation]
+        h = z.reshape(z.shape[0], math.prod(self.latent_shape))
+        for layer in self.decoder_dense:
+            h = act(layer(h))
+        h = act(self.decoder_convs[0](h.reshape(z.shape[0], *self.feature_shape)))
+        return self.decoder_convs[1](h)
+
+
+MODELS: dict[str, Callable[..., VAEModel]] = {"mlp": DiscreteVAE, "conv": ConvVAE}
+"""The models ``--model`` names. Each is called with the keywords ``latent_type``, ``latents``,
+``categories``, ``hidden``, ``image_shape``, ``activation`` and ``rngs``."""
+
+
+def from_config(
+    config: Config, image_shape: tuple[int, ...] = MNIST_SHAPE, *, rngs: nnx.Rngs
+) -> VAEModel:
+    """The model a run's config describes, for images of ``image_shape``, initialised from
+    ``rngs``."""
+    return MODELS[config.model](
         latent_type=config.latent_type,
         latents=config.latents,
         categories=config.categories,
         hidden=config.hidden,
-        data_dim=data_dim,
+        image_shape=image_shape,
         activation=config.activation,
         rngs=rngs,
     )

@@ -50,6 +50,12 @@ def append_metrics(workdir: str | os.PathLike, record: dict[str, Any]) -> Path:
     return path
 
 
+def evaluated_on(record: dict[str, Any]) -> str:
+    """What a ``metrics.jsonl`` record's held-out bounds are of: ``"valid"`` (a tuning run of
+    the campaign, on its validation split) or ``"test"``."""
+    return "valid" if "valid/neg_elbo" in record else "test"
+
+
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """The epoch records of ``<workdir>/metrics.jsonl``, in order (none if there is no file).
 
@@ -89,18 +95,20 @@ def truncate_metrics(workdir: str | os.PathLike, epochs: int) -> Path:
 
 
 def _image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """Tiles ``[n, 28, 28]`` images into one ``[rows * 28, columns * 28]`` image."""
-    n, height, width = images.shape
+    """Tiles images ``[n, height, width, channels]`` into one ``[rows * height, columns * width]``
+    image (``[..., channels]`` unless there is one channel)."""
+    n, height, width, channels = images.shape
     rows = math.ceil(n / columns)
-    grid = np.ones((rows * height, columns * width), images.dtype)
+    grid = np.ones((rows * height, columns * width, channels), images.dtype)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
-    return grid
+    return grid[..., 0] if channels == 1 else grid
 
 
 def _save_grid(path: Path, rows: Sequence[tuple[str, np.ndarray]], columns: int, title: str):
-    """Draws each ``(label, images [n, data_dim])`` row as a grid of ``columns`` images."""
+    """Draws each ``(label, images [n, rows, cols, channels])`` row as a grid of ``columns``
+    images."""
     grid_rows = [math.ceil(len(images) / columns) for _, images in rows]
     figure = Figure(
         figsize=(columns * 0.7 + 0.3, sum(grid_rows) * 0.7 + 0.45 * len(rows) + 0.4),
@@ -109,8 +117,7 @@ def _save_grid(path: Path, rows: Sequence[tuple[str, np.ndarray]], columns: int,
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), 1, squeeze=False, height_ratios=grid_rows)[:, 0]
     for ax, (label, images) in zip(axes, rows, strict=True):
-        side = math.isqrt(images.shape[-1])
-        ax.imshow(_image_grid(images.reshape(-1, side, side), columns), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(_image_grid(images, columns), cmap="gray", vmin=0, vmax=1)
         if label:
             ax.set_title(label, fontsize=10, loc="left")
         ax.set_axis_off()
@@ -119,25 +126,55 @@ def _save_grid(path: Path, rows: Sequence[tuple[str, np.ndarray]], columns: int,
     return path
 
 
+def dataset_title(workdir: str | os.PathLike, dataset: str | None = None) -> str:
+    """How the pictures name the data set: ``dataset``'s title, else that of the run whose
+    ``config.json`` is in ``workdir`` (written before any picture; a run saved before the
+    setting existed, or no file, is MNIST's, the default)."""
+    from experiments.mnist.input_pipeline import DATASETS, DEFAULT_DATASET
+
+    if dataset is None:
+        path = Path(workdir) / CONFIG_FILE
+        try:
+            dataset = json.loads(path.read_text()).get("dataset") if path.exists() else None
+        except (ValueError, AttributeError):
+            dataset = None
+    spec = DATASETS.get(dataset or DEFAULT_DATASET)
+    return spec.title if spec is not None else str(dataset)
+
+
 def save_reconstructions(
-    workdir: str | os.PathLike, originals: np.ndarray, reconstructions: np.ndarray
+    workdir: str | os.PathLike,
+    originals: np.ndarray,
+    reconstructions: np.ndarray,
+    *,
+    dataset: str | None = None,
 ) -> Path:
-    """Test digits ``[n, data_dim]`` in a row above their reconstructions (pixel probabilities)."""
+    """Test images ``[n, rows, cols, channels]`` in a row above their reconstructions (pixel
+    probabilities); the title names the data set (:func:`dataset_title`)."""
     return _save_grid(
         Path(workdir) / RECONSTRUCTIONS_FILE,
-        [("test digits", np.asarray(originals)), ("reconstructions", np.asarray(reconstructions))],
+        [("test images", np.asarray(originals)), ("reconstructions", np.asarray(reconstructions))],
         columns=len(originals),
-        title="Test digits (top) and their reconstructions (bottom)",
+        title=f"{dataset_title(workdir, dataset)}: test images (top) and their reconstructions "
+        "(bottom)",
     )
 
 
-def save_samples(workdir: str | os.PathLike, samples: np.ndarray, columns: int = 10) -> Path:
-    """Pixel probabilities ``[n, data_dim]`` decoded from prior samples, as a grid."""
+def save_samples(
+    workdir: str | os.PathLike,
+    samples: np.ndarray,
+    columns: int = 10,
+    *,
+    dataset: str | None = None,
+) -> Path:
+    """Pixel probabilities ``[n, rows, cols, channels]`` decoded from prior samples, as a grid;
+    the title names the data set (:func:`dataset_title`)."""
     return _save_grid(
         Path(workdir) / SAMPLES_FILE,
         [("", np.asarray(samples))],
         columns=columns,
-        title="Digits decoded from samples of the uniform prior",
+        title=f"{dataset_title(workdir, dataset)}: images decoded from samples of the uniform "
+        "prior",
     )
 
 
@@ -169,17 +206,27 @@ def epoch_axes(
     figure.savefig(path, dpi=100)
 
 
-def save_curves(workdir: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
-    """Training loss and test negative ELBO (and the IWAE bound if present) by epoch."""
+def save_curves(
+    workdir: str | os.PathLike,
+    records: Sequence[dict[str, Any]],
+    *,
+    dataset: str | None = None,
+) -> Path:
+    """Training loss and test negative ELBO (and the IWAE bound if present) by epoch; the title
+    names the data set (:func:`dataset_title`)."""
     path = Path(workdir) / CURVES_FILE
     epochs = [r["epoch"] for r in records]
-    with epoch_axes(path, title="Training loss and test bounds", ylabel="nats per example") as ax:
+    title = f"{dataset_title(workdir, dataset)}: training loss and test bounds"
+    with epoch_axes(path, title=title, ylabel="nats per example") as ax:
         ax.plot(epochs, [r["train/loss"] for r in records], "o-", label="train loss")
-        ax.plot(epochs, [r["test/neg_elbo"] for r in records], "s-", label="test negative ELBO")
-        iwae = [(r["epoch"], r["test/nll_iwae"]) for r in records if "test/nll_iwae" in r]
+        split = evaluated_on(records[-1]) if records else "test"
+        held_out = [r[f"{split}/neg_elbo"] for r in records]
+        ax.plot(epochs, held_out, "s-", label=f"{split} negative ELBO")
+        iwae = [(r["epoch"], r[f"{split}/nll_iwae"]) for r in records if f"{split}/nll_iwae" in r]
         if iwae:
             k = records[-1].get("iwae_samples")
-            ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=f"test IWAE bound (k={k})")
+            label = f"{split} IWAE bound (k={k})"
+            ax.plot(*zip(*iwae, strict=True), "k*", markersize=10, label=label)
     return path
 
 

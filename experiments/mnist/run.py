@@ -31,11 +31,11 @@ from experiments.mnist.train import (
     Diverged,
     EpochResult,
     PartialEpoch,
-    TrainState,
     create_train_state,
     fit,
     steps_per_epoch,
 )
+from experiments.mnist.update import TrainState
 
 
 class Interrupted(Exception):
@@ -104,7 +104,7 @@ def stop_on_signals() -> Iterator[Callable[[], int | None]]:
 
 
 def train_and_evaluate(
-    config: Config, data: input_pipeline.Mnist, *, mesh: jax.sharding.Mesh | None = None
+    config: Config, data: input_pipeline.ImageData, *, mesh: jax.sharding.Mesh | None = None
 ) -> dict[str, Any]:
     """Trains (or resumes) the model, evaluates it after every epoch and writes the outputs.
 
@@ -170,13 +170,15 @@ def _owned(path: str) -> Iterator[None]:
 
 
 def _owned_run(
-    config: Config, data: input_pipeline.Mnist, mesh: jax.sharding.Mesh, steps: int
+    config: Config, data: input_pipeline.ImageData, mesh: jax.sharding.Mesh, steps: int
 ) -> dict[str, Any]:
     """:func:`train_and_evaluate` once the workdir is this run's."""
     test_x = _pixels(data.test_images, config.binarize, mesh)
     # The training set's pixels are made only for the last epoch's training-set bound.
     train_pixels = functools.partial(_pixels, data.train_images, config.binarize, mesh)
-    state = create_train_state(config, data_dim=test_x.shape[-1], total_steps=config.epochs * steps)
+    state = create_train_state(
+        config, image_shape=test_x.shape[1:], total_steps=config.epochs * steps
+    )
     state = parallel.replicate(state, mesh)
     run_info = {"config": config.to_dict(), "data": checkpoints.data_fingerprint(data.train_images)}
     with checkpoints.RunCheckpoints(config.workdir) as saved:
@@ -184,7 +186,9 @@ def _owned_run(
             saved, state, config, run_info=run_info, steps=steps
         )
         with stop_on_signals() as received_signal:
-            epoch_end = _EpochEnd(config, test_x, train_pixels, saved, run_info, received_signal)
+            epoch_end = _EpochEnd(
+                config, test_x, train_pixels, saved, run_info, received_signal, data.evaluation
+            )
             if unevaluated is not None:
                 epoch_end.record(state, unevaluated)
             state = _fit(state, data, config, mesh, epoch_end, partial_epoch, steps=steps)
@@ -207,7 +211,7 @@ def _pixels(images: np.ndarray, mode: str, mesh: jax.sharding.Mesh) -> jax.Array
 
 def _fit(
     state: TrainState,
-    data: input_pipeline.Mnist,
+    data: input_pipeline.ImageData,
     config: Config,
     mesh: jax.sharding.Mesh,
     epoch_end: _EpochEnd,
@@ -215,28 +219,38 @@ def _fit(
     *,
     steps: int,
 ) -> TrainState:
-    """:func:`fit` with the run's epoch end and stop; a divergence is recorded in the workdir."""
+    """Trains with :func:`fit`: after each epoch, ``epoch_end`` checkpoints, evaluates and writes;
+    a stop request saves the part of the epoch trained and raises :class:`Interrupted`; a
+    divergence is recorded in the workdir.
+
+    Returns:
+      The final train state.
+    """
+    epochs = fit(
+        state,
+        data.train_images,
+        config=config,
+        mesh=mesh,
+        should_stop=lambda: epoch_end.received_signal() is not None,
+        partial_epoch=partial_epoch,
+    )
     try:
-        return fit(
-            state,
-            data.train_images,
-            config=config,
-            mesh=mesh,
-            on_epoch_end=epoch_end,
-            should_stop=lambda: epoch_end.received_signal() is not None,
-            on_stop=functools.partial(
-                _save_and_raise,
-                saved=epoch_end.saved,
-                run_info=epoch_end.run_info,
-                steps=steps,
-                received_signal=epoch_end.received_signal,
-            ),
-            partial_epoch=partial_epoch,
-        )
+        for state, result in epochs:
+            if isinstance(result, PartialEpoch):
+                _save_and_raise(
+                    state,
+                    result,
+                    saved=epoch_end.saved,
+                    run_info=epoch_end.run_info,
+                    steps=steps,
+                    received_signal=epoch_end.received_signal,
+                )
+            epoch_end(state, result)
     except Diverged as error:
         if parallel.is_main_process():
             outputs.write_divergence(config.workdir, error.step, str(error))
         raise
+    return state
 
 
 def _resume(
@@ -309,6 +323,7 @@ class _EpochEnd:
 
     Attributes:
       last: the metrics record of the last epoch trained (empty before the first).
+      split: what ``test_x`` is (``ImageData.evaluation``), the prefix of its metrics.
     """
 
     def __init__(
@@ -319,9 +334,10 @@ class _EpochEnd:
         saved: checkpoints.RunCheckpoints,
         run_info: dict[str, Any],
         received_signal: Callable[[], int | None],
+        split: str = "test",
     ):
         self.config, self.saved, self.run_info = config, saved, run_info
-        self.test_x, self.train_pixels = test_x, train_pixels
+        self.test_x, self.train_pixels, self.split = test_x, train_pixels, split
         self.received_signal = received_signal
         self.last: dict[str, Any] = {}
 
@@ -353,6 +369,7 @@ class _EpochEnd:
                 config=config,
                 should_stop=None if signalled_before else self._signalled,
                 train_x=self.train_pixels() if result.epoch == config.epochs else None,
+                split=self.split,
             )
         except evaluate.Stopped:
             self.saved.wait_until_finished()
@@ -376,8 +393,10 @@ def epoch_record(
     config: Config,
     should_stop: Callable[[], bool] | None = None,
     train_x: jax.Array | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """The ``metrics.jsonl`` record of an epoch: its training figures and the test bounds.
+    """The ``metrics.jsonl`` record of an epoch: its training figures and the held-out bounds
+    (of ``test_x``, named ``<split>/...``: ``test``, or ``valid`` for a validation split).
 
     The last epoch also has the IWAE bound with ``config.eval_samples`` samples and, given
     ``train_x`` (the training pixels binarized once), ``train/neg_elbo``: the discrete model's
@@ -402,27 +421,28 @@ def epoch_record(
             config=config,
             num_samples=config.eval_samples if final else None,
             should_stop=should_stop,
+            split=split,
         ),
     }
     if final:
         record["iwae_samples"] = config.eval_samples
         if train_x is not None:
-            on_train = evaluate.evaluate(
-                state.model(), train_x, config=config, should_stop=should_stop
+            record |= evaluate.evaluate(
+                state.model(), train_x, config=config, should_stop=should_stop, split="train"
             )
-            record["train/neg_elbo"] = on_train["test/neg_elbo"]
     return record
 
 
 def epoch_line(record: dict[str, Any], config: Config) -> str:
     """The line printed after an epoch."""
+    split = outputs.evaluated_on(record)
     line = (
         f"epoch {record['epoch']}/{config.epochs}  step {record['step']}  "
         f"temperature {record['temperature']:.3f}  train/loss {record['train/loss']:.2f}  "
-        f"test/neg_elbo {record['test/neg_elbo']:.2f}"
+        f"{split}/neg_elbo {record[f'{split}/neg_elbo']:.2f}"
     )
-    if "test/nll_iwae" in record:
-        line += f"  test/nll_iwae {record['test/nll_iwae']:.2f} (k={record['iwae_samples']})"
+    if f"{split}/nll_iwae" in record:
+        line += f"  {split}/nll_iwae {record[f'{split}/nll_iwae']:.2f} (k={record['iwae_samples']})"
     if "train/neg_elbo" in record:
         line += f"  train/neg_elbo {record['train/neg_elbo']:.2f}"
     return f"{line}  {record['seconds']:.1f} s ({record['examples_per_second']:.0f} ex/s)"

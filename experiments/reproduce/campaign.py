@@ -1,7 +1,8 @@
 """Running the comparison: the phases in order, their data, the runs' states, training, the choice.
 
-- :func:`execute` carries out a :class:`Plan` (what the command line asked for): tune, then the
-  final runs with the chosen settings, then the report.
+- :func:`execute` carries out the training of a :class:`Plan` (what the command line asked for):
+  tune, then the final runs with the chosen settings (the report,
+  :func:`experiments.reproduce.report.write_plan`, reads them).
 - :func:`validation_split` makes the tuning data: the first 50,000 training images to train on and
   the last 10,000 in the place of the test set, so tuning never sees the test set.
 - :func:`status` tells whether a run's workdir holds a finished run (its ``metrics.jsonl`` has the
@@ -34,11 +35,11 @@ class CampaignError(Exception):
     """The campaign cannot go on as asked. The message is one line that names the fix."""
 
 
-def validation_split(data: input_pipeline.Mnist) -> input_pipeline.Mnist:
+def validation_split(data: input_pipeline.ImageData) -> input_pipeline.ImageData:
     """The tuning data: train on all but the last 10,000 training images, evaluate on those.
 
     Returns:
-      An :class:`~experiments.mnist.input_pipeline.Mnist` whose ``test_*`` arrays are the
+      An :class:`~experiments.mnist.input_pipeline.ImageData` whose ``test_*`` arrays are the
       validation images (the last ``NUM_VALIDATION`` training images); the test set is dropped.
 
     Raises:
@@ -48,19 +49,20 @@ def validation_split(data: input_pipeline.Mnist) -> input_pipeline.Mnist:
     if n < 2 * NUM_VALIDATION:
         raise CampaignError(
             f"the validation split needs at least {2 * NUM_VALIDATION} training images, got {n} "
-            f"in {data.source}: use the full MNIST training set"
+            f"in {data.source}: use the data set's full training set"
         )
     cut = n - NUM_VALIDATION
-    return input_pipeline.Mnist(
+    return input_pipeline.ImageData(
         train_images=data.train_images[:cut],
         train_labels=data.train_labels[:cut],
         test_images=data.train_images[cut:],
         test_labels=data.train_labels[cut:],
         source=f"{data.source} (validation split: train[:{cut}], validate on train[{cut}:])",
+        evaluation="valid",
     )
 
 
-def limit_examples(data: input_pipeline.Mnist, limit: int) -> input_pipeline.Mnist:
+def limit_examples(data: input_pipeline.ImageData, limit: int) -> input_pipeline.ImageData:
     """The first ``limit`` images of each part of ``data``, for smoke tests."""
     return dataclasses.replace(
         data,
@@ -104,7 +106,8 @@ def status(run: grid.CampaignRun) -> str:
             f"{'--tune-epochs' if run.phase == 'tune' else '--epochs'} {epochs} (or more), or "
             "another --root"
         )
-    if records and records[-1]["epoch"] == run.epochs and "test/nll_iwae" in records[-1]:
+    last = records[-1] if records else {}
+    if last.get("epoch") == run.epochs and f"{outputs.evaluated_on(last)}/nll_iwae" in last:
         return "finished"
     return "partial" if records or any(run.workdir.glob("checkpoints/*")) else "new"
 
@@ -136,7 +139,7 @@ def device_description() -> str:
 
 
 def train_runs(
-    runs: Sequence[grid.CampaignRun], data: input_pipeline.Mnist, **config_options
+    runs: Sequence[grid.CampaignRun], data: input_pipeline.ImageData, **config_options
 ) -> None:
     """Trains every run of ``runs`` that is not finished, reporting progress on stdout.
 
@@ -204,7 +207,8 @@ def validation_score(run: grid.CampaignRun) -> float:
     the run diverged)."""
     if outputs.read_divergence(run.workdir) is not None:
         return math.inf
-    value = outputs.read_metrics(run.workdir)[-1]["test/neg_elbo"]
+    last = outputs.read_metrics(run.workdir)[-1]
+    value = last[f"{outputs.evaluated_on(last)}/neg_elbo"]
     return value if math.isfinite(value) else math.inf
 
 
@@ -242,7 +246,8 @@ class Plan:
     Attributes:
       phase: ``tune``, ``final``, ``all`` (tune, final, report) or ``report``.
       table: the comparison (its latent type, model and estimators).
-      root: the runs' folder (with ``limit<N>`` appended for a smoke test).
+      root: the runs' folder (with ``limit<N>`` appended for a smoke test); the runs of a data
+        set other than MNIST are in its subfolder (``grid.dataset_folder``).
       variants: the estimators compared.
       tune_runs: every tuning run, in order.
       epochs: epochs of each final run.
@@ -252,6 +257,7 @@ class Plan:
       config_options: ``eval_samples``, ``data_dir``, ``allow_unverified_data`` and
         ``progress`` of every run (:meth:`grid.CampaignRun.config`).
       compilation_cache: ``--compilation-cache`` (``None``: ``root/jax_cache``; ``"none"``: off).
+      dataset: the data set every run trains on (``Config.dataset``).
     """
 
     phase: str
@@ -265,6 +271,7 @@ class Plan:
     limit_examples: int | None
     config_options: dict[str, Any]
     compilation_cache: str | None = None
+    dataset: str = input_pipeline.DEFAULT_DATASET
 
     def choices(self) -> dict[str, Choice]:
         """Each estimator's settings: chosen on validation (:func:`choose`, the tuning must be
@@ -285,6 +292,7 @@ class Plan:
                     seed=s,
                     epochs=self.epochs,
                     table=self.table,
+                    dataset=self.dataset,
                 )
                 for s in self.seeds
             ]
@@ -292,19 +300,21 @@ class Plan:
         }
 
 
-def execute(plan: Plan, *, lost: list[str] | None = None) -> tuple[Any, dict[str, Path]] | None:
-    """The phases ``plan.phase`` asks for, in order: tune, final, report.
+def execute(
+    plan: Plan, *, lost: list[str] | None = None
+) -> tuple[dict[str, list[grid.CampaignRun]], dict[str, Choice]] | None:
+    """The training phases ``plan.phase`` asks for, in order: tune, then final.
 
     ``lost``, if given, receives the titles of the runs the phases needed that failed (diverged),
     tuning runs first, so that the caller's exit status can say so.
 
     Returns:
-      ``(summary, paths)`` of the report (:func:`experiments.reproduce.report.summarize` and
-      ``write``), or ``None`` after ``--phase tune``.
+      ``(final_runs, choices)`` for the report (:func:`experiments.reproduce.report.write_plan`):
+      each estimator's final runs and its settings; ``None`` after ``--phase tune``.
 
     Raises:
-      CampaignError: a run folder cannot be used, the tuning is not finished (for a later phase),
-        or no final run is finished (for the report).
+      CampaignError: a run folder cannot be used, or the tuning is not finished (for a later
+        phase).
       experiments.mnist.input_pipeline.DataError: the data cannot be loaded.
       experiments.mnist.run.Interrupted: a run was stopped by a signal.
     """
@@ -312,9 +322,13 @@ def execute(plan: Plan, *, lost: list[str] | None = None) -> tuple[Any, dict[str
     if plan.phase != "report":
         options = plan.config_options
         data = input_pipeline.load(
-            options["data_dir"], allow_unverified=options["allow_unverified_data"]
+            options["data_dir"],
+            dataset=plan.dataset,
+            allow_unverified=options["allow_unverified_data"],
         )
-        print(f"MNIST from {data.source}; runs in {plan.root}", flush=True)
+        title = input_pipeline.DATASETS[plan.dataset].title
+        runs = grid.dataset_folder(plan.root, plan.dataset)
+        print(f"{title} from {data.source}; runs in {runs}", flush=True)
         enable_compilation_cache(plan.compilation_cache, plan.root)
     if plan.phase in ("tune", "all"):
         tune_data = _limited(validation_split(data), plan.limit_examples)
@@ -334,32 +348,11 @@ def execute(plan: Plan, *, lost: list[str] | None = None) -> tuple[Any, dict[str
         train_runs(runs, _limited(data, plan.limit_examples), **plan.config_options)
     finals = [run for per_seed in final_runs.values() for run in per_seed]
     lost.extend(run.title for run in finals if status(run) == "failed")
-    return _report(plan, final_runs, choices)
+    return final_runs, choices
 
 
-def _limited(data: input_pipeline.Mnist, limit: int | None) -> input_pipeline.Mnist:
+def _limited(data: input_pipeline.ImageData, limit: int | None) -> input_pipeline.ImageData:
     return data if limit is None else limit_examples(data, limit)
-
-
-def _report(
-    plan: Plan, final_runs: dict[str, list[grid.CampaignRun]], choices: dict[str, Choice]
-) -> tuple[Any, dict[str, Path]]:
-    # Imported here: the report reads the runs' states from this module.
-    from experiments.reproduce import report
-
-    summary = report.summarize(
-        final_runs,
-        choices,
-        table=plan.table,
-        limit_examples=plan.limit_examples,
-        tune_runs=plan.tune_runs,
-    )
-    if not summary.results:
-        raise CampaignError(
-            "no final run is finished, there is nothing to report: run --phase final (or all) "
-            "with the same --root, --epochs and --seeds first"
-        )
-    return summary, report.write(plan.results, summary)
 
 
 def enable_compilation_cache(flag: str | None, root: Path) -> None:

@@ -46,13 +46,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.reproduce",
         description=(
-            "Compare gumbel_jax's estimators on the MNIST VAE (dynamically binarized): the "
-            "categorical table (20x10 latents) or the binary one (200 Bernoulli latents, the "
-            "DisARM paper's nonlinear model). Tune each estimator on a validation split, train it "
-            "with several seeds, and write a table, a JSON file and a figure of the test results."
+            "Compare gumbel_jax's estimators on the VAE of experiments.mnist, on "
+            + " or ".join(spec.title for spec in input_pipeline.DATASETS.values())
+            + " (--dataset; dynamically binarized): the categorical table (20x10 latents) or "
+            "the binary one (200 Bernoulli latents, the DisARM paper's nonlinear model). Tune "
+            "each estimator on a validation split, train it with several seeds, and write a "
+            "table, a JSON file and a figure of the test results."
         ),
         formatter_class=mnist_cli.HelpFormatter,
     )
+    _add_table_flags(parser)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of each final run (default: "
+        + ", ".join(f"{t.epochs} for {name}" for name, t in grid.TABLES.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=(0, 1, 2), help="seeds of each final run"
+    )
+    _add_tuning_flags(parser)
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="k of the importance-weighted bound at the end of each run (default: "
+        + ", ".join(f"{t.eval_samples} for {name}" for name, t in grid.TABLES.items())
+        + ")",
+    )
+    _add_data_and_output_flags(parser)
+    return parser
+
+
+def _add_table_flags(parser: argparse.ArgumentParser) -> None:
+    """What to run: the phase, the table (latent type and protocol) and its estimators."""
     parser.add_argument(
         "--phase",
         choices=PHASES,
@@ -91,28 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {' '.join(t.variants)}" for name, t in grid.TABLES.items())
         + ")",
     )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs of each final run (default: "
-        + ", ".join(f"{t.epochs} for {name}" for name, t in grid.TABLES.items())
-        + ")",
-    )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=(0, 1, 2), help="seeds of each final run"
-    )
-    _add_tuning_flags(parser)
-    parser.add_argument(
-        "--eval-samples",
-        type=int,
-        default=None,
-        help="k of the importance-weighted bound at the end of each run (default: "
-        + ", ".join(f"{t.eval_samples} for {name}" for name, t in grid.TABLES.items())
-        + ")",
-    )
-    _add_data_and_output_flags(parser)
-    return parser
 
 
 def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
@@ -172,23 +179,30 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Where the runs and the report of a data set other than MNIST go (``grid.dataset_folder``).
+_OTHER_DATASETS = (
+    "with a --dataset other than mnist, in its subfolder (ROOT/fashion_mnist/..., "
+    "RESULTS/fashion_mnist/...), so that two data sets never share a run folder"
+)
+
+
 def _add_data_and_output_flags(parser: argparse.ArgumentParser) -> None:
     """Where the data, the runs, the report and the compilation cache are; progress; smoke test."""
     io = parser.add_argument_group("data and outputs")
-    mnist_cli.add_settings(io, ["data_dir", "allow_unverified_data"])
+    mnist_cli.add_settings(io, ["dataset", "data_dir", "allow_unverified_data"])
     io.add_argument(
         "--root",
         default=None,
         help="folder of the runs' workdirs, one per run (default: "
         + ", ".join(f"{t.root} for {name}" for name, t in grid.TABLES.items())
-        + ")",
+        + f"); {_OTHER_DATASETS}",
     )
     io.add_argument(
         "--results",
         default=None,
         help="folder for reproduction.{json,md} and the figure (default: "
         + ", ".join(f"{t.results} for {name}" for name, t in grid.TABLES.items())
-        + ")",
+        + f"); {_OTHER_DATASETS}",
     )
     io.add_argument(
         "--compilation-cache",
@@ -341,7 +355,7 @@ def plan_from_args(args: argparse.Namespace, given: frozenset[str] = frozenset()
     variants = args.variants
     lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules))
     tune_runs = tuple(
-        grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table)
+        grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table, dataset=args.dataset)
         for v in variants
         if table.tuned
         for c in grid.candidates(
@@ -349,6 +363,7 @@ def plan_from_args(args: argparse.Namespace, given: frozenset[str] = frozenset()
         )
     )
     results = Path(args.results or table.results).expanduser().resolve()
+    results = grid.dataset_folder(results, args.dataset)
     _check_paths(args, root, results)
     plan = campaign.Plan(
         phase=args.phase,
@@ -362,11 +377,12 @@ def plan_from_args(args: argparse.Namespace, given: frozenset[str] = frozenset()
         limit_examples=args.limit_examples,
         config_options={
             "eval_samples": args.eval_samples,
-            "data_dir": input_pipeline.resolve_data_dir(args.data_dir),
+            "data_dir": input_pipeline.resolve_data_dir(args.data_dir, args.dataset),
             "allow_unverified_data": args.allow_unverified_data,
             "progress": args.progress,
         },
         compilation_cache=args.compilation_cache,
+        dataset=args.dataset,
     )
     _check_run_settings(plan)
     return plan
@@ -384,8 +400,12 @@ def _check_paths(args: argparse.Namespace, root: Path, results: Path) -> None:
     if args.phase != "report":  # the report only reads the runs
         folders["--root"] = root
         cache = args.compilation_cache
-        if cache != "none" and not jax.config.jax_compilation_cache_dir:
-            folders["--compilation-cache"] = Path(cache) if cache else root / "jax_cache"
+        # A folder given is checked even when a cache set before keeps it unused; the default
+        # only when it would be used.
+        if cache not in (None, "none"):
+            folders["--compilation-cache"] = Path(cache)
+        elif cache is None and not jax.config.jax_compilation_cache_dir:
+            folders["--compilation-cache"] = root / "jax_cache"
     for name, path in folders.items():
         if (problem := workdir.folder_problem(path, writable=True)) is not None:
             raise ValueError(f"{name} {path} {problem}: pass a folder you can write")
@@ -420,6 +440,7 @@ def _check_run_settings(plan: campaign.Plan) -> None:
                 seed=seed,
                 epochs=plan.epochs,
                 table=plan.table,
+                dataset=plan.dataset,
             )
             for first in plan.tune_runs[:1]
             for seed in plan.seeds
@@ -452,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     lost: list[str] = []
     try:
-        reported = campaign.execute(plan, lost=lost)
+        executed = campaign.execute(plan, lost=lost)
+        reported = None if executed is None else report.write_plan(plan, *executed)
     except (
         input_pipeline.DataError,
         campaign.CampaignError,

@@ -12,8 +12,9 @@ crossed with every temperature schedule its spec allows: one list of schedules f
 estimators, another (``floored``) for those whose spec sets a ``min_temperature`` (ReinMax's
 authors ask for temperatures >= 1), and none for the surrogate estimators and those without a
 temperature, so only learning rates. A :class:`CampaignRun` is one training run; its folder names
-its settings (the variant's name stands for the estimator and its options), so a finished run is
-found again by its settings.
+its settings (the variant's name stands for the estimator and its options) and its data set (a
+folder named after any data set but MNIST: :func:`dataset_folder`), so a finished run is found
+again by its settings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.mnist.config import ACTIVATIONS, Config
+from experiments.mnist.input_pipeline import DATASETS, DEFAULT_DATASET
 from gumbel_jax import estimators
 
 
@@ -136,7 +138,8 @@ class Table:
       hidden: encoder hidden widths (the decoder mirrors them).
       activation: their nonlinearity (``Config.activation``).
       variants: names of the :data:`VARIANTS` it compares, in the table's order.
-      title: the table's heading.
+      title: the table's heading, with ``{dataset}`` where the data set's title goes (the data
+        set is the campaign's, not the table's: :meth:`heading`).
       root: default folder of its runs.
       results: default folder of its report.
       eval_samples: default ``k`` of the final IWAE bound.
@@ -171,6 +174,10 @@ class Table:
     def tuned(self) -> bool:
         """Whether the estimators' settings are chosen on a validation split (else fixed)."""
         return not self.settings
+
+    def heading(self, dataset: str = DEFAULT_DATASET) -> str:
+        """The table's title on ``dataset`` (a key of ``input_pipeline.DATASETS``)."""
+        return self.title.format(dataset=DATASETS[dataset].title)
 
     def variant_title(self, name: str) -> str:
         """How this table names the variant ``name`` (another estimator: its name)."""
@@ -357,7 +364,7 @@ TABLES: dict[str, Table] = {
         hidden=Config.hidden,
         activation=Config.activation,
         variants=("relaxed", "st", "gumbel-rao-10", "gumbel-rao-100", "reinmax", "reinforce-loo"),
-        title="categorical VAE on MNIST, 20x10 latents",
+        title="categorical VAE on {dataset}, 20x10 latents",
         root="runs/reproduce",
         results="results",
         eval_samples=Config.eval_samples,
@@ -371,7 +378,7 @@ TABLES: dict[str, Table] = {
         hidden=(200, 200),
         activation="leaky_relu",
         variants=("relaxed", "st", "reinforce-loo", "disarm"),
-        title="binary VAE on MNIST, 200 Bernoulli latents (DisARM's nonlinear model)",
+        title="binary VAE on {dataset}, 200 Bernoulli latents (DisARM's nonlinear model)",
         root="runs/reproduce/binary",
         results="results/binary",
         eval_samples=100,  # the DisARM paper's test bound
@@ -399,7 +406,7 @@ TABLES: dict[str, Table] = {
             "reinmax-rao-10",
             "reinmax-cv-10",
         ),
-        title="the tutorial's protocol: categorical VAE on grey-level MNIST, 30x10 latents, "
+        title="the tutorial's protocol: categorical VAE on grey-level {dataset}, 30x10 latents, "
         "160 epochs, RAdam, the ReinMax paper's settings",
         root="runs/reproduce/tutorial",
         results="results/tutorial",
@@ -430,8 +437,10 @@ class CampaignRun:
       candidate: its learning rate and temperature schedule.
       seed: the run's seed.
       epochs: its training budget.
-      workdir: its folder, ``<root>/<phase>/<variant>/<candidate>[/seed<seed>]``.
+      workdir: its folder, ``<root>[/<dataset>]/<phase>/<variant>/<candidate>[/seed<seed>]``
+        (:func:`dataset_folder`).
       table: the comparison it belongs to (its model).
+      dataset: the data set it trains on (``Config.dataset``).
     """
 
     phase: str
@@ -441,6 +450,7 @@ class CampaignRun:
     epochs: int
     workdir: Path
     table: Table = CATEGORICAL
+    dataset: str = DEFAULT_DATASET
 
     @property
     def title(self) -> str:
@@ -480,11 +490,20 @@ class CampaignRun:
             optimizer=table.optimizer,
             eval_samples=eval_samples,
             seed=self.seed,
+            dataset=self.dataset,
             data_dir=data_dir,
             allow_unverified_data=allow_unverified_data,
             workdir=str(self.workdir),
             progress=progress,
         )
+
+
+def dataset_folder(folder: Path, dataset: str) -> Path:
+    """Where a data set's runs, or its report, go in ``folder``: ``folder`` itself for MNIST (as
+    before other data sets existed, so that MNIST campaigns keep their runs and reports),
+    ``folder/<dataset>`` for any other: ``runs/reproduce/fashion_mnist/final/...``. The runs of two
+    data sets never share a folder."""
+    return folder if dataset == DEFAULT_DATASET else folder / dataset
 
 
 def tune_run(
@@ -494,10 +513,11 @@ def tune_run(
     *,
     epochs: int,
     table: Table = CATEGORICAL,
+    dataset: str = DEFAULT_DATASET,
 ) -> CampaignRun:
-    """The tuning run of one candidate (seed :data:`TUNE_SEED`)."""
-    workdir = root / "tune" / variant.name / candidate.slug
-    return CampaignRun("tune", variant, candidate, TUNE_SEED, epochs, workdir, table)
+    """The tuning run of one candidate (seed :data:`TUNE_SEED`) on ``dataset``."""
+    workdir = dataset_folder(root, dataset) / "tune" / variant.name / candidate.slug
+    return CampaignRun("tune", variant, candidate, TUNE_SEED, epochs, workdir, table, dataset)
 
 
 def final_run(
@@ -508,7 +528,10 @@ def final_run(
     seed: int,
     epochs: int,
     table: Table = CATEGORICAL,
+    dataset: str = DEFAULT_DATASET,
 ) -> CampaignRun:
-    """The final run of the chosen candidate with one seed."""
-    workdir = root / "final" / variant.name / candidate.slug / f"seed{seed}"
-    return CampaignRun("final", variant, candidate, seed, epochs, workdir, table)
+    """The final run of the chosen candidate with one seed, on ``dataset``."""
+    workdir = dataset_folder(root, dataset) / "final" / variant.name / candidate.slug
+    return CampaignRun(
+        "final", variant, candidate, seed, epochs, workdir / f"seed{seed}", table, dataset
+    )

@@ -16,6 +16,10 @@ tables' ``published_note`` (``experiments.reproduce.grid.TABLES``): no figure is
 
 from __future__ import annotations
 
+# The data set of every published number here (``input_pipeline.DATASETS``): a report on another
+# sets none beside its results.
+DATASET = "mnist"
+
 # Published numbers per table and estimator of the comparison: (source, nats).
 PAPER_RESULTS: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
     "categorical": {

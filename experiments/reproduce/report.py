@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.mnist import outputs
+from experiments.mnist import input_pipeline, outputs
 from experiments.mnist.config import Config
 from experiments.reproduce import campaign, grid, published
 
@@ -49,6 +49,8 @@ class Summary:
         ``results`` because some of its final runs are not finished.
       training_hours: hours of training steps (evaluation not counted) of the tuning runs and
         of the final runs reported, or ``None`` when the tuning runs were not given.
+      dataset: the data set of the runs (a key of ``input_pipeline.DATASETS``), named in the
+        heading, the paragraph and the figure.
     """
 
     results: dict[str, dict[str, Any]]
@@ -59,6 +61,12 @@ class Summary:
     table: grid.Table = grid.CATEGORICAL
     running: tuple[tuple[str, int, int], ...] = ()
     training_hours: tuple[float, float] | None = None
+    dataset: str = input_pipeline.DEFAULT_DATASET
+
+    @property
+    def heading(self) -> str:
+        """The table's title on the runs' data set."""
+        return self.table.heading(self.dataset)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -79,6 +87,7 @@ def summarize(
     table: grid.Table = grid.CATEGORICAL,
     limit_examples: int | None = None,
     tune_runs: Sequence[grid.CampaignRun] | None = None,
+    dataset: str = input_pipeline.DEFAULT_DATASET,
 ) -> Summary:
     """Gathers the final runs of each estimator whose runs have all ended.
 
@@ -88,6 +97,8 @@ def summarize(
       table: the comparison the runs belong to.
       limit_examples: the data limit of a smoke test, recorded in the results.
       tune_runs: the tuning runs, to add up the table's training time.
+      dataset: the data set the runs trained on (the published numbers are set beside MNIST's
+        results only).
 
     Returns:
       The :class:`Summary`. Each entry of ``results`` has ``neg_elbo_mean``, ``neg_elbo_std``
@@ -95,7 +106,7 @@ def summarize(
       ``nll_iwae_std``, ``iwae_samples``, ``seeds``, ``epochs``, ``tuning_epochs``, ``latents``,
       ``categories`` (``null`` for binary latents), ``seconds_per_epoch`` (median training time
       of an epoch over all epochs and seeds), ``device``, ``settings`` (the chosen ones),
-      ``tuning``, ``per_seed`` and ``published``; the binary table's entries also have
+      ``tuning``, ``per_seed``, ``dataset`` and ``published``; the binary table's entries also have
       ``latent_type: "bernoulli"``.
     """
     results, curves, missing, failed, running = {}, {}, [], [], []
@@ -116,13 +127,23 @@ def summarize(
         curves[name] = np.array(
             [[by[epoch]["test/neg_elbo"] for epoch in range(1, epochs + 1)] for by in by_epoch]
         )
-        results[name] = _row(name, finished, records, choices[name], table, limit_examples)
+        results[name] = _row(
+            name, finished, records, choices[name], table, limit_examples, dataset=dataset
+        )
     hours = None
     if tune_runs is not None:
         reported = [run for runs in final_runs.values() for run in runs]
         hours = (_training_hours(tune_runs), _training_hours(reported))
     return Summary(
-        results, curves, tuple(missing), limit_examples, tuple(failed), table, tuple(running), hours
+        results,
+        curves,
+        tuple(missing),
+        limit_examples,
+        tuple(failed),
+        table,
+        tuple(running),
+        hours,
+        dataset,
     )
 
 
@@ -143,6 +164,8 @@ def _row(
     choice: campaign.Choice,
     table: grid.Table,
     limit_examples: int | None,
+    *,
+    dataset: str,
 ) -> dict[str, Any]:
     """The JSON entry of estimator ``name`` from its finished runs and their metrics records."""
     last = [r[-1] for r in records]
@@ -177,7 +200,12 @@ def _row(
             }
             for run, r in zip(finished, last, strict=True)
         ],
-        "published": dict(published.PAPER_RESULTS[table.name].get(name, ())),
+        "dataset": dataset,
+        "published": (
+            dict(published.PAPER_RESULTS[table.name].get(name, ()))
+            if dataset == published.DATASET
+            else {}
+        ),
     }
     if table.latent_type != "categorical":
         row["latent_type"] = table.latent_type
@@ -248,7 +276,7 @@ def _lr_schedule_note(results: Mapping[str, dict]) -> str:
 def markdown(summary: Summary) -> str:
     """The results as a Markdown section: the table, the best estimator, the tuning grid."""
     results, table = summary.results, summary.table
-    lines = [f"## Estimator comparison: {table.title}", ""]
+    lines = [f"## Estimator comparison: {summary.heading}", ""]
     if summary.limit_examples is not None:
         lines += [
             f"**Smoke test:** only the first {summary.limit_examples} images of each part of the "
@@ -310,12 +338,13 @@ def _protocol_text(summary: Summary, seeds: Sequence[int]) -> str:
             else "one seed "
         )
         + f"({', '.join(map(str, seeds))}; a row with fewer seeds says so); "
-        f"{_plural(first['epochs'], 'epoch')} on the training set, {targets}, "
+        f"{_plural(first['epochs'], 'epoch')} on the {_title(summary.dataset)} training set, "
+        f"{targets}, "
         f"batch {Config.batch_size}, {OPTIMIZER_NAMES[table.optimizer]}"
         f"{_lr_schedule_note(results)}, encoder {table.architecture} and mirrored decoder, "
         f"uniform prior; the discrete model evaluated on the test set ({test_data}). {settings} "
         f"s/epoch: median training time of an epoch on {'; '.join(devices)}. "
-        f"{table.published_note}"
+        f"{_published_note(summary)}"
     )
     if all("train_neg_elbo_mean" in entry for entry in results.values()):
         text += (
@@ -323,6 +352,20 @@ def _protocol_text(summary: Summary, seeds: Sequence[int]) -> str:
             f"({test_data}) after the last epoch."
         )
     return text
+
+
+def _title(dataset: str) -> str:
+    return input_pipeline.DATASETS[dataset].title
+
+
+def _published_note(summary: Summary) -> str:
+    """The table's words on the published numbers, which are all MNIST's."""
+    if summary.dataset == published.DATASET:
+        return summary.table.published_note
+    return (
+        f"The published numbers are for {_title(published.DATASET)}: none is set beside these "
+        f"{_title(summary.dataset)} results."
+    )
 
 
 def _results_table(summary: Summary) -> list[str]:
@@ -388,7 +431,7 @@ def save_curves(path: Path, summary: Summary) -> Path:
     """Test negative ELBO by epoch: mean over seeds, the seeds' range shaded."""
     with outputs.epoch_axes(
         path,
-        title="\n".join(textwrap.wrap(f"Test loss by epoch: {summary.table.title}", 60)),
+        title="\n".join(textwrap.wrap(f"Test loss by epoch: {summary.heading}", 60)),
         ylabel="test negative ELBO (nats)",
         figsize=(7, 4.5),
         legend_fontsize=8,
@@ -437,3 +480,30 @@ def write(results_dir: str | os.PathLike, summary: Summary) -> dict[str, Path]:
     paths["markdown"].write_text(markdown(summary))
     save_curves(paths["curves"], summary)
     return paths
+
+
+def write_plan(
+    plan: campaign.Plan,
+    final_runs: Mapping[str, Sequence[grid.CampaignRun]],
+    choices: Mapping[str, campaign.Choice],
+) -> tuple[Summary, dict[str, Path]]:
+    """Summarizes a campaign's final runs (:func:`campaign.execute`'s result) and writes the
+    report into ``plan.results``.
+
+    Raises:
+      campaign.CampaignError: no final run is finished.
+    """
+    summary = summarize(
+        final_runs,
+        choices,
+        table=plan.table,
+        limit_examples=plan.limit_examples,
+        tune_runs=plan.tune_runs,
+        dataset=plan.dataset,
+    )
+    if not summary.results:
+        raise campaign.CampaignError(
+            "no final run is finished, there is nothing to report: run --phase final (or all) "
+            "with the same --root, --epochs and --seeds first"
+        )
+    return summary, write(plan.results, summary)

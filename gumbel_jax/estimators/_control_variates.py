@@ -402,6 +402,27 @@ def _variables_and_categories(shape: tuple[int, ...]) -> tuple[int, int]:
     return math.prod(shape), 2
 
 
+def _one_variable_set(samples: jax.Array) -> jax.Array:
+    """Every sample with one variable set to one category.
+
+    Args:
+      samples: one-hot ``[S, *P, V, K]``.
+
+    Returns:
+      ``[S, V, K, *P, V, K]``: element ``[s, j, k, *p, i, :]`` is ``samples[s, *p, i, :]``, with
+      variable ``i = j`` set to category ``k``.
+    """
+    num_variables, num_categories = samples.shape[-2:]
+    ones_p = (1,) * (samples.ndim - 3)
+    same = jnp.eye(num_variables, dtype=bool).reshape(
+        1, num_variables, 1, *ones_p, num_variables, 1
+    )
+    category = jnp.eye(num_categories, dtype=samples.dtype).reshape(
+        1, 1, num_categories, *ones_p, 1, -1
+    )
+    return jnp.where(same, category, samples[:, None, None])
+
+
 def indecater(
     key: jax.Array,
     logits: jax.typing.ArrayLike,
@@ -508,15 +529,8 @@ def indecater(
     moved = moved.reshape(num_samples, *prefix, num_variables, num_categories)
     probs = probs.reshape(*prefix, num_variables, num_categories)
     masked = masked.reshape(*prefix, num_variables, num_categories)
-    # variants[s, j, k, *p, i, :] is b[s, *p, i, :], with variable i = j set to category k.
-    ones_p = (1,) * n_p
-    same = jnp.eye(num_variables, dtype=bool).reshape(
-        1, num_variables, 1, *ones_p, num_variables, 1
-    )
-    category = jnp.eye(num_categories, dtype=b.dtype).reshape(1, 1, num_categories, *ones_p, 1, -1)
-    variants = jnp.where(same, category, moved[:, None, None])
     total = num_samples * num_variables * num_categories
-    variants = variants.reshape(total, *prefix, *inner, num_categories)
+    variants = _one_variable_set(moved).reshape(total, *prefix, *inner, num_categories)
     if distribution == "categorical":
         variants = jnp.moveaxis(variants, -1, axis + 1)
     else:

@@ -212,8 +212,8 @@ def test_sizes_that_cannot_fit_are_refused_before_training(data_dir, tmp_path, c
 
 def test_a_huge_eval_batch_is_capped_at_the_test_set(data_dir):
     config = Config(latents=3, categories=4, hidden=(16,), eval_batch_size=10**9)
-    state = train.create_train_state(config, data_dim=784)
-    x = jax.numpy.zeros((8, 784))
+    state = train.create_train_state(config)
+    x = jax.numpy.zeros((8, 28, 28, 1))
     result = evaluate.evaluate(state.model(), x, config=config, num_samples=2)
     assert set(result) == {"test/neg_elbo", "test/nll_iwae"}
 

@@ -31,13 +31,27 @@ def test_pixels_of_a_batch_are_independent():
     assert abs(correlation) < 5 / np.sqrt(len(pixels))
 
 
-@pytest.mark.parametrize("shape", [(3, 28, 28), (3, 7), (1, 1)])
-def test_shapes_and_odd_sizes(shape):
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((3, 28, 28), (3, 28, 28, 1)),
+        ((2, 5, 3, 3), (2, 5, 3, 3)),
+        ((3, 7), (3, 7)),
+        ((1, 1), (1, 1)),
+    ],
+)
+def test_images_keep_their_shape_with_a_channel_axis_and_odd_sizes(shape, expected):
     images = jnp.full(shape, 255, jnp.uint8)
     pixels = binarize(jax.random.key(2), images, "dynamic")
-    data_dim = int(np.prod(shape[1:]))
-    assert pixels.shape == (shape[0], data_dim)
+    assert pixels.shape == expected
     np.testing.assert_array_equal(pixels, 1.0)
+
+
+def test_the_draws_do_not_depend_on_the_image_shape():
+    images = jax.random.randint(jax.random.key(4), (3, 28, 28), 0, 256).astype(jnp.uint8)
+    shaped = binarize(jax.random.key(5), images, "dynamic")
+    flat = binarize(jax.random.key(5), images.reshape(3, 784), "dynamic")
+    np.testing.assert_array_equal(shaped.reshape(3, 784), flat)
 
 
 def test_none_scales_grey_levels():

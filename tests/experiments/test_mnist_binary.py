@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.mnist import cli, evaluate, input_pipeline, outputs, train
+from experiments.mnist import cli, evaluate, input_pipeline, outputs, train, update
 from experiments.mnist.config import Config
 
 THRESHOLD = 175.0
@@ -59,13 +59,13 @@ def test_one_epoch_of_binary_latents_beats_the_threshold(run):
 
 
 def test_without_an_encoder_gradient_the_threshold_is_missed(mnist_dir, tmp_path, monkeypatch):
-    exact = train.estimator
+    exact = update.estimator
 
     def no_encoder_gradient(config):
         fn = exact(config)
         return lambda key, logits, t: fn(key, jax.lax.stop_gradient(logits), t)
 
-    monkeypatch.setattr(train, "estimator", no_encoder_gradient)
+    monkeypatch.setattr(update, "estimator", no_encoder_gradient)
     jax.clear_caches()  # The training step is traced again, with the patched estimator.
     try:
         final = _train(mnist_dir, tmp_path / "no-gradient")
@@ -87,14 +87,14 @@ def test_score_function_estimators_improve_the_elbo_in_a_few_hundred_steps(
     test_x = evaluate.pixels_binarized_once(data.test_images[:2000], "dynamic")
     size = {"latents": 200, "hidden": (200, 200)} if latent_type == "bernoulli" else {"latents": 20}
     config = Config(latent_type=latent_type, estimator=estimator, **size)
-    state = train.create_train_state(config, data_dim=784)
-    step_config = train.StepConfig.from_config(config)
-    images = data.train_images.reshape(len(data.train_images), -1)
+    state = train.create_train_state(config)
+    step_config = update.StepConfig.from_config(config)
+    images = data.train_images
     order = np.random.default_rng(0).permutation(len(images))[: 300 * 100].reshape(300, 100)
     before = evaluate.evaluate(state.model(), test_x, config=config)["test/neg_elbo"]
     for step, indices in enumerate(order):
         key = jax.random.fold_in(state.key, step)
-        state, _ = train.train_step(state, images[indices], key, step_config)
+        state, _ = update.train_step(state, images[indices], key, step_config)
     after = evaluate.evaluate(state.model(), test_x, config=config)["test/neg_elbo"]
     assert before > 500
     assert after < SCORE_FUNCTION_BOUND, after

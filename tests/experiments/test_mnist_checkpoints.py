@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 from idx_files import write_random_idx
 
-from experiments.mnist import checkpoints, cli, evaluate, outputs, train
+from experiments.mnist import checkpoints, cli, evaluate, outputs, train, update
 from experiments.mnist.config import MAY_CHANGE_ON_RESUME, Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,9 +50,7 @@ def _args(data_dir: Path, workdir: Path, epochs: int, *extra: str) -> list[str]:
 def _final_arrays(workdir: Path) -> tuple[int, list[np.ndarray]]:
     """The step and every array (params, Adam state, step, key data) of the newest checkpoint."""
     config = Config.from_json((workdir / outputs.CONFIG_FILE).read_text())
-    target = train.create_train_state(
-        config, data_dim=784, total_steps=config.epochs * STEPS_PER_EPOCH
-    )
+    target = train.create_train_state(config, total_steps=config.epochs * STEPS_PER_EPOCH)
     with checkpoints.RunCheckpoints(workdir) as saved:
         restored = saved.restore_latest(target)
     state = restored.state
@@ -102,7 +100,7 @@ def test_resume_after_an_epoch_is_bitwise_identical(data_dir, straight, tmp_path
 
 def _signal_at_chunk(monkeypatch, number: int) -> None:
     """Makes the ``number``-th training chunk raise a real SIGINT, to the real handler."""
-    chunk, calls = train.train_chunk, []
+    chunk, calls = update.train_chunk, []
 
     def chunk_then_signal(*args, **kwargs):
         calls.append(1)
@@ -110,7 +108,7 @@ def _signal_at_chunk(monkeypatch, number: int) -> None:
             signal.raise_signal(signal.SIGINT)
         return chunk(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_chunk", chunk_then_signal)
+    monkeypatch.setattr(update, "train_chunk", chunk_then_signal)
 
 
 def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
@@ -203,9 +201,7 @@ def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_pat
     assert "epochs: 1 -> 2" in capsys.readouterr().err
 
 
-def test_a_radam_run_resumes_bitwise_and_refuses_a_changed_optimizer(
-    data_dir, tmp_path, capsys
-):
+def test_a_radam_run_resumes_bitwise_and_refuses_a_changed_optimizer(data_dir, tmp_path, capsys):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert cli.main(_args(data_dir, whole, 2, "--optimizer", "radam")) == 0
     assert cli.main(_args(data_dir, resumed, 1, "--optimizer", "radam")) == 0
@@ -377,11 +373,11 @@ KILLED_DURING_SAVE = textwrap.dedent(
     """
     import os, signal, sys
     import jax, jax.numpy as jnp, optax
-    from experiments.mnist import checkpoints, train
+    from experiments.mnist import checkpoints, train, update
 
     def state(step, size):
         params = {"w": jnp.full((size,), float(step))}
-        return train.TrainState.create(
+        return update.TrainState.create(
             graphdef=None, params=params, tx=optax.adam(1e-3), key=jax.random.key(0)
         ).replace(step=jnp.int32(step))
 
@@ -408,7 +404,7 @@ def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path)
     assert result.stdout.strip() == "['1', '2.orbax-checkpoint-tmp']"  # killed mid-save
     with checkpoints.RunCheckpoints(tmp_path) as saved:
         assert saved.steps() == [1]
-        target = train.TrainState.create(
+        target = update.TrainState.create(
             graphdef=None,
             params={"w": np.zeros(10, np.float32)},
             tx=optax.adam(1e-3),
@@ -478,7 +474,7 @@ def test_a_checkpoint_of_the_linen_model_is_refused_in_one_line(data_dir, tmp_pa
 
 def _diverge_at_chunk(monkeypatch, number: int) -> None:
     """Makes the ``number``-th training chunk report a NaN loss at its second step."""
-    chunk, calls = train.train_chunk, []
+    chunk, calls = update.train_chunk, []
 
     def chunk_then_nan(*args, **kwargs):
         calls.append(1)
@@ -488,7 +484,7 @@ def _diverge_at_chunk(monkeypatch, number: int) -> None:
             metrics = {**metrics, "loss": loss, "finite": jnp.asarray(False)}
         return state, metrics
 
-    monkeypatch.setattr(train, "train_chunk", chunk_then_nan)
+    monkeypatch.setattr(update, "train_chunk", chunk_then_nan)
 
 
 def test_a_diverged_run_exits_3_and_keeps_the_last_finite_checkpoint(
@@ -545,8 +541,8 @@ def test_a_signal_during_the_evaluation_stops_it_and_the_rerun_only_evaluates(
     assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1]
     assert not (workdir / "samples.png").exists()
 
-    chunk, chunks = train.train_chunk, []
-    monkeypatch.setattr(train, "train_chunk", lambda *a, **k: chunks.append(1) or chunk(*a, **k))
+    chunk, chunks = update.train_chunk, []
+    monkeypatch.setattr(update, "train_chunk", lambda *a, **k: chunks.append(1) or chunk(*a, **k))
     assert cli.main(_args(data_dir, workdir, 2)) == 0
     assert chunks == []  # Nothing trained again.
     assert "epoch 2/2  step 12" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from idx_files import write_random_idx
 
-from experiments.mnist import checkpoints, cli, outputs, train
+from experiments.mnist import checkpoints, cli, outputs, train, update
 from experiments.mnist.config import Config
 
 STEPS_PER_EPOCH = 4
@@ -52,25 +52,22 @@ def _cv_config(**changes) -> Config:
 
 
 def test_relax_has_a_learned_control_variate_and_the_others_none():
-    relax = train.create_train_state(_cv_config(), data_dim=784)
+    relax = train.create_train_state(_cv_config())
     assert relax.control_variate is not None
     assert sorted(relax.control_variate.module().options()) == ["eta", "temperature"]
     np.testing.assert_allclose(relax.control_variate.module().options()["temperature"], 0.5)
     for name in ("rebar", "indecater", "reinforce-loo", "st"):
-        assert (
-            train.create_train_state(_cv_config(estimator=name), data_dim=784).control_variate
-            is None
-        )
+        assert train.create_train_state(_cv_config(estimator=name)).control_variate is None
 
 
 def test_relax_train_steps_move_the_control_variate_eta_and_temperature():
     config = _cv_config(latent_type="bernoulli")
-    step_config = train.StepConfig.from_config(config)
-    state = train.create_train_state(config, data_dim=784)
+    step_config = update.StepConfig.from_config(config)
+    state = train.create_train_state(config)
     initial = state.control_variate
-    batch = jax.random.randint(jax.random.key(1), (16, 784), 0, 256).astype(jnp.uint8)
+    batch = jax.random.randint(jax.random.key(1), (16, 28, 28), 0, 256).astype(jnp.uint8)
     for t in range(3):
-        state, metrics = train.train_step(state, batch, jax.random.key(t), config=step_config)
+        state, metrics = update.train_step(state, batch, jax.random.key(t), config=step_config)
         assert np.isfinite(float(metrics["cv_variance"]))
     before, after = initial.module().options(), state.control_variate.module().options()
     assert float(before["eta"]) != float(after["eta"])
@@ -85,14 +82,14 @@ def test_the_variance_gradient_lowers_relax_variance_on_a_tiny_problem(latent_ty
     variate on the variance gradient (a fresh key each) lower the estimator's variance, measured
     over other keys, below that of the initial control variate (REBAR's)."""
     config = _cv_config(latent_type=latent_type, learning_rate=3e-3)
-    step_config = train.StepConfig.from_config(config)
-    state = train.create_train_state(config, data_dim=784)
+    step_config = update.StepConfig.from_config(config)
+    state = train.create_train_state(config)
     model, initial = state.model(), state.control_variate
-    x = jax.random.bernoulli(jax.random.key(1), 0.3, (16, 784)).astype(jnp.float32)
+    x = jax.random.bernoulli(jax.random.key(1), 0.3, (16, 28, 28, 1)).astype(jnp.float32)
 
     def variance(cv_params, key):
         cv = initial.module(cv_params)
-        return train.variance_loss(model, x, key, step_config, cv)
+        return update.variance_loss(model, x, key, step_config, cv)
 
     @jax.jit
     def step(cv_state, key):
@@ -114,7 +111,7 @@ def test_the_variance_gradient_lowers_relax_variance_on_a_tiny_problem(latent_ty
 
 def _arrays(workdir) -> tuple[int, list[np.ndarray]]:
     config = Config.from_json((workdir / outputs.CONFIG_FILE).read_text())
-    target = train.create_train_state(config, data_dim=784)
+    target = train.create_train_state(config)
     with checkpoints.RunCheckpoints(workdir) as saved:
         restored = saved.restore_latest(target)
     state = restored.state

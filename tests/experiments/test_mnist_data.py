@@ -53,7 +53,8 @@ def _assert_one_line_error(status: int, stderr: str, *fragments: str) -> None:
 def test_gzipped_and_plain_idx_files_read_the_same(tmp_path, mnist_dir):
     plain = tmp_path / LABELS
     plain.write_bytes(_labels_bytes(mnist_dir))
-    kwargs = {"expected_magic": 0x801, "expected_sha256": input_pipeline.OFFICIAL_SHA256[LABELS]}
+    official = input_pipeline.DATASETS["mnist"].sha256[LABELS]
+    kwargs = {"expected_magic": 0x801, "expected_sha256": official}
     from_gz = input_pipeline.read_idx(mnist_dir / f"{LABELS}.gz", **kwargs)
     from_plain = input_pipeline.read_idx(plain, **kwargs)
     np.testing.assert_array_equal(from_gz, from_plain)
@@ -399,7 +400,7 @@ def test_without_the_environment_variable_the_tests_get_mnist_as_the_experiment_
     from idx_files import mnist_folder
 
     rng = np.random.default_rng(0)
-    fake = input_pipeline.Mnist(
+    fake = input_pipeline.ImageData(
         rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
         rng.integers(0, 10, 20, dtype=np.uint8),
         rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),

@@ -51,7 +51,7 @@ def test_threshold_rejects_models_that_ignore_the_latents(test_x):
     assert best_without_latents > THRESHOLD + 20, best_without_latents
     assert 784 * np.log(2) > THRESHOLD  # the all-0.5 decoder
     config = Config(estimator="st")
-    untrained = train.create_train_state(config, data_dim=784)
+    untrained = train.create_train_state(config)
     assert evaluate.evaluate(untrained.model(), test_x, config=config)["test/neg_elbo"] > 500
 
 
@@ -86,7 +86,7 @@ def test_every_output_is_written_and_well_formed(run):
 def test_evaluation_bounds_are_ordered_and_reproducible(run, test_x):
     """IWAE with more samples is tighter, and the evaluation uses fixed keys."""
     config = Config(estimator="st")
-    state = train.create_train_state(config, data_dim=784)
+    state = train.create_train_state(config)
     x = test_x[:1000]
     small = evaluate.evaluate(state.model(), x, config=config, num_samples=2)
     large = evaluate.evaluate(state.model(), x, config=config, num_samples=16)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.mnist import latents, losses, train
+from experiments.mnist import latents, losses, update
 from experiments.mnist.config import Config
 from gumbel_jax import estimators
 
@@ -78,7 +78,7 @@ def test_exact_samples_have_the_posterior_frequencies(kind):
 def test_binary_sample_estimators_give_exact_samples_and_gradients(estimator):
     """The experiment's estimator for binary latents is the library's, bound by the spec."""
     config = Config(latent_type="bernoulli", estimator=estimator, temperature_min=1.0)
-    fn = train.estimator(config)
+    fn = update.estimator(config)
     logits = jnp.full((20_000,), -0.4)
     draws = np.asarray(fn(jax.random.key(6), logits, 1.0))
     assert set(np.unique(draws)) <= {0.0, 1.0}

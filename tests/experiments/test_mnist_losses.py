@@ -33,17 +33,17 @@ def test_kl_of_a_certain_posterior_is_log_categories():
 
 def test_bernoulli_nll_matches_direct_formula():
     key_l, key_x = jax.random.split(jax.random.key(1))
-    logits = jax.random.normal(key_l, (6, 784)) * 4
-    targets = jax.random.uniform(key_x, (6, 784))  # grey levels as in --binarize none
+    logits = jax.random.normal(key_l, (6, 28, 28, 1)) * 4
+    targets = jax.random.uniform(key_x, (6, 28, 28, 1))  # grey levels as in --binarize none
     p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
     t = np.asarray(targets, np.float64)
-    direct = -np.sum(t * np.log(p) + (1 - t) * np.log(1 - p), axis=-1)
+    direct = -np.sum(t * np.log(p) + (1 - t) * np.log(1 - p), axis=(1, 2, 3))
     np.testing.assert_allclose(losses.bernoulli_nll(logits, targets), direct, rtol=1e-5)
 
 
 def test_bernoulli_nll_is_finite_for_extreme_logits():
-    logits = jnp.array([[1e4, -1e4, 1e4, -1e4]])
-    targets = jnp.array([[1.0, 0.0, 0.0, 1.0]])
+    logits = jnp.array([[1e4, -1e4, 1e4, -1e4]]).reshape(1, 2, 2, 1)
+    targets = jnp.array([[1.0, 0.0, 0.0, 1.0]]).reshape(1, 2, 2, 1)
     value = losses.bernoulli_nll(logits, targets)
     np.testing.assert_allclose(value, [2e4], rtol=1e-6)
     grad = jax.grad(lambda lo: losses.bernoulli_nll(lo, targets).sum())(logits)
@@ -52,18 +52,19 @@ def test_bernoulli_nll_is_finite_for_extreme_logits():
 
 def test_all_half_model_costs_784_log_2():
     """A decoder predicting 0.5 everywhere pays log 2 per binary pixel: 543.4 nats."""
-    targets = jax.random.bernoulli(jax.random.key(2), 0.3, (3, 784)).astype(jnp.float32)
-    value = losses.negative_elbo(jnp.zeros((3, 784)), targets, jnp.zeros((3, 30, 10)))
-    np.testing.assert_allclose(value, np.full(3, 784 * np.log(2)), rtol=1e-6)
+    targets = jax.random.bernoulli(jax.random.key(2), 0.3, (3, 28, 28, 1)).astype(jnp.float32)
+    value = losses.negative_elbo(jnp.zeros((3, 28, 28, 1)), targets, jnp.zeros((3, 30, 10)))
+    # float32 sums of 784 terms: within 1e-5.
+    np.testing.assert_allclose(value, np.full(3, 784 * np.log(2)), rtol=1e-5)
 
 
 def test_importance_weights_give_the_exact_likelihood_for_one_latent():
     """With one latent, sum_z q(z) w(z) = p(x): the log-weights are consistent with the prior."""
     logits = jnp.array([[[0.3, -1.0, 2.0]]])
-    targets = jnp.array([[1.0, 0.0]])
-    pixel_logits_of = jnp.array([[0.5, -0.2], [2.0, 1.0], [-1.0, 0.0]])
+    targets = jnp.array([[1.0, 0.0]]).reshape(1, 1, 2, 1)  # one image of 1x2 pixels
+    pixel_logits_of = jnp.array([[0.5, -0.2], [2.0, 1.0], [-1.0, 0.0]]).reshape(3, 1, 2, 1)
     z = jnp.eye(3)[:, None, None, :]  # [3, 1, 1, 3]: the three one-hot values
-    log_w = losses.log_importance_weights(pixel_logits_of[:, None, :], targets, logits, z)
+    log_w = losses.log_importance_weights(pixel_logits_of[:, None], targets, logits, z)
     q = np.asarray(jax.nn.softmax(logits[0, 0]))
     log_px = jax.nn.logsumexp(-losses.bernoulli_nll(pixel_logits_of, targets)) - np.log(3)
     np.testing.assert_allclose(

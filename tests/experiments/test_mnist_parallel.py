@@ -35,7 +35,7 @@ FOUR_DEVICES = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from experiments.mnist import parallel, train
+    from experiments.mnist import parallel, train, update
     from experiments.mnist.config import Config
 
     assert jax.device_count() == 4, jax.devices()
@@ -45,9 +45,9 @@ FOUR_DEVICES = textwrap.dedent(
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
         mesh = parallel.make_mesh(devices)
-        results = []
-        state = train.fit(train.create_train_state(config, data_dim=784), images,
-                          config=config, mesh=mesh, on_epoch_end=lambda s, r: results.append(r))
+        state, result = next(train.fit(train.create_train_state(config), images,
+                                       config=config, mesh=mesh))
+        results = [result]
         out[name] = {
             "loss": results[0].train_loss,
             "devices": len(state.params["encoder_hidden"][0]["kernel"][...].sharding.device_set),
@@ -56,15 +56,15 @@ FOUR_DEVICES = textwrap.dedent(
     # The compiled chunk on 4 devices averages the gradients with an all-reduce, and each
     # device's encoder sees its 2 of the 8 examples.
     mesh = parallel.make_mesh()
-    state = parallel.replicate(train.create_train_state(config, data_dim=784), mesh)
+    state = parallel.replicate(train.create_train_state(config), mesh)
     indices = parallel.shard_batches(np.arange(40).reshape(5, 8), mesh, axis=1)
-    hlo = train.train_chunk.lower(
+    hlo = update.train_chunk.lower(
         state, parallel.replicate(images, mesh), indices, 0,
-        config=train.StepConfig.from_config(config), num_steps=5,
+        config=update.StepConfig.from_config(config), num_steps=5,
         batch_sharding=parallel.batch_sharding(mesh),
     ).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
-    out["per_device_batch"] = "f32[2,784]" in hlo
+    out["per_device_batch"] = "f32[2,28,28,1]" in hlo
     try:
         parallel.check_batch_size(10, mesh)
     except ValueError as error:
@@ -117,7 +117,7 @@ ONE_PROCESS = textwrap.dedent(
     """
     import sys
     import jax, numpy as np
-    from experiments.mnist import cli, train
+    from experiments.mnist import cli, train, update
 
     fit, held = train.fit, {}
     def keep_state(*args, **kwargs):
@@ -190,13 +190,8 @@ def test_two_processes_on_localhost_train_together_and_agree(tmp_path):
 
     config = Config(latents=3, categories=4, estimator="st", epochs=2, batch_size=16, chunk_steps=4)
     mnist = input_pipeline.load_idx_folder(data, allow_unverified=True)
-    losses = []
-    state = train.fit(
-        train.create_train_state(config, data_dim=784),
-        mnist.train_images,
-        config=config,
-        on_epoch_end=lambda s, r: losses.append(r.train_loss),
-    )
+    epochs = list(train.fit(train.create_train_state(config), mnist.train_images, config=config))
+    losses, state = [result.train_loss for _, result in epochs], epochs[-1][0]
     np.testing.assert_allclose([r["train/loss"] for r in records], losses, rtol=1e-5)
     import jax
 

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.mnist import train
+from experiments.mnist import train, update
 from experiments.mnist.config import Config
 from gumbel_jax import estimators
 
@@ -35,11 +35,10 @@ def images():
 
 
 def _fit(config, images, state=None):
-    results = []
-    if state is None:
-        state = train.create_train_state(config, data_dim=784)
-    state = train.fit(state, images, config=config, on_epoch_end=lambda s, r: results.append(r))
-    return state, results
+    """The final state and every epoch's result of :func:`train.fit` (at least one epoch)."""
+    state = train.create_train_state(config) if state is None else state
+    epochs = list(train.fit(state, images, config=config))
+    return epochs[-1][0], [result for _, result in epochs]
 
 
 def _assert_same_params(a, b):
@@ -49,15 +48,15 @@ def _assert_same_params(a, b):
 
 def test_temperature_of_each_scanned_step_is_the_schedule_of_its_global_step(images):
     config = TINY
-    state = train.create_train_state(config, data_dim=784)
+    state = train.create_train_state(config)
     _, data_key, _ = train.run_keys(config.seed)
-    indices = train.epoch_batch_indices(
+    indices = update.epoch_batch_indices(
         data_key, 0, num_examples=NUM_EXAMPLES, steps=5, batch_size=config.batch_size
     )
-    schedule = train.temperature_schedule(config)
-    step_config = train.StepConfig.from_config(config)
-    state, first = train.train_chunk(state, images, indices, 0, config=step_config, num_steps=3)
-    state, second = train.train_chunk(state, images, indices, 3, config=step_config, num_steps=2)
+    schedule = update.temperature_schedule(config)
+    step_config = update.StepConfig.from_config(config)
+    state, first = update.train_chunk(state, images, indices, 0, config=step_config, num_steps=3)
+    state, second = update.train_chunk(state, images, indices, 3, config=step_config, num_steps=2)
     temperatures = np.concatenate([first["temperature"], second["temperature"]])
     np.testing.assert_array_equal(temperatures, np.asarray(schedule(np.arange(5))))
     # The schedule holds for 2 steps, then decays: the values are not all equal.
@@ -69,16 +68,16 @@ def test_temperature_of_each_scanned_step_is_the_schedule_of_its_global_step(ima
 
 def test_scanned_step_equals_the_jitted_train_step(images):
     config = TINY
-    state = train.create_train_state(config, data_dim=784)
+    state = train.create_train_state(config)
     _, data_key, _ = train.run_keys(config.seed)
-    indices = train.epoch_batch_indices(
+    indices = update.epoch_batch_indices(
         data_key, 0, num_examples=NUM_EXAMPLES, steps=5, batch_size=config.batch_size
     )
     key = jax.random.fold_in(state.key, state.step)
-    step_config = train.StepConfig.from_config(config)
+    step_config = update.StepConfig.from_config(config)
     batch = images[np.asarray(indices[0])]
-    stepped, metrics = train.train_step(state, batch, key, config=step_config)
-    scanned, chunk_metrics = train.train_chunk(
+    stepped, metrics = update.train_step(state, batch, key, config=step_config)
+    scanned, chunk_metrics = update.train_chunk(
         state, images, indices, 0, config=step_config, num_steps=1
     )
     np.testing.assert_allclose(chunk_metrics["loss"][0], metrics["loss"], rtol=1e-5)
@@ -89,7 +88,7 @@ def test_scanned_step_equals_the_jitted_train_step(images):
 def test_epoch_permutation_uses_each_example_at_most_once_and_changes_by_epoch():
     _, data_key, _ = train.run_keys(0)
     epochs = [
-        np.asarray(train.epoch_batch_indices(data_key, e, num_examples=44, steps=5, batch_size=8))
+        np.asarray(update.epoch_batch_indices(data_key, e, num_examples=44, steps=5, batch_size=8))
         for e in (0, 1)
     ]
     for indices in epochs:
@@ -109,9 +108,9 @@ def test_fit_trains_and_reports_each_epoch(images):
 
 def test_chunking_does_not_change_the_result_and_compiles_at_most_twice(images):
     """Chunk boundaries are invisible: keys, permutation and temperature follow the global step."""
-    before = train.train_chunk._cache_size()
+    before = update.train_chunk._cache_size()
     in_threes, _ = _fit(TINY, images)  # chunks of 3 + 2 steps per epoch
-    compiled = train.train_chunk._cache_size() - before
+    compiled = update.train_chunk._cache_size() - before
     assert compiled <= 2, f"train_chunk compiled {compiled} times for one run"
     whole, _ = _fit(Config(**{**TINY.to_dict(), "chunk_steps": 5}), images)
     _assert_same_params(in_threes.params, whole.params)
@@ -127,10 +126,25 @@ def test_fit_continues_a_stopped_run_exactly(images):
     _assert_same_params(straight.opt_state, resumed.opt_state)
 
 
+def test_a_stop_request_yields_the_part_of_the_epoch_trained_and_nothing_more(images):
+    polls = []  # polled before each chunk of 3 steps: the second poll stops
+    epochs = list(
+        train.fit(
+            train.create_train_state(TINY),
+            images,
+            config=TINY,
+            should_stop=lambda: polls.append(1) or len(polls) > 1,
+        )
+    )
+    ((state, partial),) = epochs
+    assert isinstance(partial, train.PartialEpoch) and len(partial.losses) == 3
+    assert int(state.step) == 3 and partial.seconds > 0
+
+
 def test_fit_refuses_a_batch_larger_than_the_data(images):
     config = Config(**{**TINY.to_dict(), "batch_size": 64})
     with pytest.raises(ValueError, match="batch_size 64 exceeds the 44 training examples"):
-        train.fit(train.create_train_state(config, data_dim=784), images, config=config)
+        next(train.fit(train.create_train_state(config), images, config=config))
 
 
 # One of each kind of spec: no option, an option, a temperature floor, a surrogate.
@@ -147,14 +161,14 @@ def test_every_kind_of_estimator_trains(images, estimator):
 def test_the_step_runs_the_library_estimator_with_the_configs_options():
     """Bitwise the library's function with the options bound: sample and gradient."""
     config = Config(estimator="gumbel-rao", estimator_options={"num_samples": 3})
-    assert train.StepConfig.from_config(config).estimator_options == (("num_samples", 3),)
+    assert update.StepConfig.from_config(config).estimator_options == (("num_samples", 3),)
     logits = jax.random.normal(jax.random.key(1), (4, 5, 6))
     weights = jax.random.normal(jax.random.key(2), (4, 5, 6))
 
     def objective(fn):
         return lambda x: jnp.sum(fn(jax.random.key(3), x, 0.7) * weights)
 
-    ours = train.estimator(config)
+    ours = update.estimator(config)
     library = functools.partial(estimators.gumbel_rao, num_samples=3)
     np.testing.assert_array_equal(
         ours(jax.random.key(3), logits, 0.7), library(jax.random.key(3), logits, 0.7)
@@ -167,13 +181,13 @@ def test_the_step_runs_the_library_estimator_with_the_configs_options():
         jax.grad(objective(ours))(logits), jax.grad(objective(default))(logits)
     )
     with pytest.raises(ValueError, match="reinforce-loo is a surrogate estimator"):
-        train.estimator(Config(estimator="reinforce-loo"))
+        update.estimator(Config(estimator="reinforce-loo"))
 
 
 @pytest.mark.parametrize("name", ["adam", "radam"])
 def test_the_optimizer_is_the_one_the_config_names(name):
     config = Config(**{**TINY.to_dict(), "optimizer": name, "learning_rate": 0.01})
-    state = train.create_train_state(config, data_dim=784)
+    state = train.create_train_state(config)
     grads = jax.tree.map(jnp.ones_like, state.params)
     expected = getattr(optax, name)(0.01)
     updates, _ = expected.update(grads, expected.init(state.params), state.params)
@@ -198,16 +212,18 @@ def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():
 def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(images):
     config = Config(**{**TINY.to_dict(), "lr_schedule": "cosine", "epochs": 1})
     steps = config.steps_per_epoch(NUM_EXAMPLES)
-    state = train.create_train_state(config, data_dim=784, total_steps=steps)
+    state = train.create_train_state(config, total_steps=steps)
     _, data_key, _ = train.run_keys(config.seed)
-    indices = train.epoch_batch_indices(
+    indices = update.epoch_batch_indices(
         data_key, 0, num_examples=NUM_EXAMPLES, steps=steps, batch_size=config.batch_size
     )
-    step_config = train.StepConfig.from_config(config)
+    step_config = update.StepConfig.from_config(config)
 
     def change(state, start):  # The chunk donates ``state``: read its parameters first.
         before = jax.tree.map(np.asarray, state.params)
-        after, _ = train.train_chunk(state, images, indices, start, config=step_config, num_steps=1)
+        after, _ = update.train_chunk(
+            state, images, indices, start, config=step_config, num_steps=1
+        )
         diffs = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), after.params, before)
         return max(jax.tree.leaves(diffs)), after
 
@@ -224,7 +240,7 @@ def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(imag
 def test_parameters_start_as_linen_dense_defaults():
     """nnx.Linear's defaults, those of Linen's Dense: LeCun-normal kernels, zero biases."""
     config = Config()
-    params = train.create_train_state(config, data_dim=784).params
+    params = train.create_train_state(config).params
     layers = [*params["encoder_hidden"].values(), params["encoder_logits"]]
     layers += [*params["decoder_hidden"].values(), params["decoder_logits"]]
     shapes = [tuple(layer["kernel"][...].shape) for layer in layers]
@@ -246,7 +262,7 @@ def _one_shot_iwae(model, x, *, batch_size, num_samples):
 
     key, values, n = jax.random.key(evaluate.EVAL_SEED), [], x.shape[0]
     num_batches = -(-n // batch_size)
-    x = np.pad(x, ((0, num_batches * batch_size - n), (0, 0)))  # As the evaluation pads.
+    x = np.pad(x, ((0, num_batches * batch_size - n), (0, 0), (0, 0), (0, 0)))  # As evaluated.
     for index in range(num_batches):
         xb = x[index * batch_size : (index + 1) * batch_size]
         _, iwae_key = jax.random.split(jax.random.fold_in(key, index))
@@ -255,7 +271,7 @@ def _one_shot_iwae(model, x, *, batch_size, num_samples):
             iwae_key, jax.numpy.broadcast_to(logits, (num_samples, *logits.shape))
         )
         pixel_logits = model.decode(z_k.reshape(-1, *logits.shape[1:])).reshape(
-            num_samples, len(xb), -1
+            num_samples, *xb.shape
         )
         log_w = losses.log_importance_weights(pixel_logits, xb, logits, z_k)
         values.append(-(jax.nn.logsumexp(log_w, axis=0) - np.log(num_samples)))
@@ -267,8 +283,8 @@ def test_the_chunked_iwae_bound_equals_the_one_shot_bound(images):
     from experiments.mnist import evaluate
 
     config = Config(**{**TINY.to_dict(), "eval_batch_size": 16})
-    model = train.create_train_state(config, data_dim=784).model()
-    x = (images[:40].reshape(40, -1) > 127).astype(np.float32)  # 16 + 16 + 8 (padded)
+    model = train.create_train_state(config).model()
+    x = (images[:40, ..., None] > 127).astype(np.float32)  # 16 + 16 + 8 (padded)
     for k in (1, 5, evaluate.IWAE_SAMPLE_CHUNK):
         chunked = evaluate.evaluate(model, x, config=config, num_samples=k)["test/nll_iwae"]
         expected = _one_shot_iwae(model, x, batch_size=16, num_samples=k)
@@ -295,8 +311,8 @@ def test_many_samples_are_evaluated_in_chunks_of_bounded_size(images, monkeypatc
 
     monkeypatch.setattr(evaluate, "IWAE_SAMPLE_CHUNK", 2)
     config = Config(**{**TINY.to_dict(), "eval_batch_size": 16})
-    model = train.create_train_state(config, data_dim=784).model()
-    x = (images[:32].reshape(32, -1) > 127).astype(np.float32)
+    model = train.create_train_state(config).model()
+    x = (images[:32, ..., None] > 127).astype(np.float32)
     sizes = []
     chunk = evaluate._iwae_chunk
     monkeypatch.setattr(

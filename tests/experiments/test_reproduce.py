@@ -96,7 +96,7 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
         assert entry["neg_elbo_mean"] == pytest.approx(record["test/neg_elbo"], rel=1e-12)
         # ...and the chosen candidate is the tuning run with the lowest validation score.
         scores = {
-            path.name: outputs.read_metrics(path)[-1]["test/neg_elbo"]
+            path.name: outputs.read_metrics(path)[-1]["valid/neg_elbo"]  # validation, named so
             for path in (runs / "tune" / name).iterdir()
         }
         assert scores[slug] == min(scores.values())
@@ -137,9 +137,9 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
     assert json.loads((results / report.JSON_FILE).read_text()) == data
 
 
-def _fake_mnist(num_train: int) -> input_pipeline.Mnist:
+def _fake_mnist(num_train: int) -> input_pipeline.ImageData:
     images = np.arange(num_train, dtype=np.int64)[:, None, None] % 251 * np.ones((1, 2, 2))
-    return input_pipeline.Mnist(
+    return input_pipeline.ImageData(
         train_images=images.astype(np.uint8),
         train_labels=np.arange(num_train, dtype=np.uint8),
         test_images=np.full((7, 2, 2), 255, np.uint8),
@@ -207,17 +207,19 @@ def test_a_run_saved_before_lr_schedule_existed_is_a_constant_rate_run(tmp_path)
         campaign.status(cosine)
 
 
-def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True, train=None) -> None:
-    """A workdir as ``train_and_evaluate`` leaves it, with the given test losses by epoch (and
-    the final training-set bound ``train``, if given)."""
+def _write_run(run: grid.CampaignRun, neg_elbos, *, final=True, train=None, split=None) -> None:
+    """A workdir as ``train_and_evaluate`` leaves it, with the given held-out losses by epoch
+    (``valid/`` for a tuning run, ``test/`` for a final one, or ``split``) and the final
+    training-set bound ``train``, if given."""
     run.workdir.mkdir(parents=True)
     config = run.config(eval_samples=4, data_dir=None, progress=False)
     (run.workdir / "config.json").write_text(config.to_json())
+    split = split or ("valid" if run.phase == "tune" else "test")
     lines = []
     for epoch, value in enumerate(neg_elbos, start=1):
-        record = {"epoch": epoch, "seconds": 2.0 + epoch, "test/neg_elbo": value}
+        record = {"epoch": epoch, "seconds": 2.0 + epoch, f"{split}/neg_elbo": value}
         if final and epoch == len(neg_elbos):
-            record.update({"test/nll_iwae": value - 3, "iwae_samples": 4})
+            record.update({f"{split}/nll_iwae": value - 3, "iwae_samples": 4})
             if train is not None:
                 record["train/neg_elbo"] = train
         lines.append(json.dumps(record))
@@ -388,7 +390,7 @@ def test_a_diverged_run_is_failed_never_a_result(tmp_path, monkeypatch, capsys):
 
     trained = []
     monkeypatch.setattr(mnist_run, "train_and_evaluate", lambda config, data: trained.append(1))
-    campaign.train_runs(tune, data=input_pipeline.Mnist(*[np.zeros(1)] * 4, source="none"))
+    campaign.train_runs(tune, data=input_pipeline.ImageData(*[np.zeros(1)] * 4, source="none"))
     assert trained == []
     assert "failed, skipped" in capsys.readouterr().out
 
@@ -425,7 +427,7 @@ def test_a_diverging_run_is_reported_and_the_campaign_goes_on(tmp_path, monkeypa
 
     monkeypatch.setattr(mnist_run, "train_and_evaluate", diverge_first)
     options = {"eval_samples": 1, "data_dir": None, "progress": False}
-    data = input_pipeline.Mnist(*[np.zeros(1)] * 4, source="none")
+    data = input_pipeline.ImageData(*[np.zeros(1)] * 4, source="none")
     campaign.train_runs(tune, data, **options)
     assert calls == [10.0, 1e-3]
     out = capsys.readouterr().out
@@ -607,3 +609,16 @@ def test_the_tutorial_protocols_report_names_its_protocol_and_has_no_tuning(tmp_
     assert "| ReinMax | 106.00 ± 1.00 |" in text and "| Settings | Published |" in text
     assert "Tuning (validation" not in text and "tuning," not in text
     assert "could not be read here" in text
+
+
+def test_tuning_runs_written_before_the_valid_names_still_score(tmp_path):
+    """Tuning runs recorded their validation bound as ``test/...`` before ``valid/...``."""
+    st = grid.VARIANTS["st"]
+    old, new = (
+        grid.tune_run(tmp_path, st, grid.Candidate(lr, None), epochs=1) for lr in (1e-3, 3e-3)
+    )
+    _write_run(old, [101.0], split="test")
+    _write_run(new, [102.0])
+    assert "valid/neg_elbo" in outputs.read_metrics(new.workdir)[-1]
+    assert [campaign.status(run) for run in (old, new)] == ["finished", "finished"]
+    assert [campaign.validation_score(run) for run in (old, new)] == [101.0, 102.0]

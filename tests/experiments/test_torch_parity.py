@@ -4,8 +4,8 @@ The golden file ``tests/data/torch_parity.npz`` was written by PyTorch
 (``python -m benchmarks.torch_reference --golden tests/data/torch_parity.npz``); this test needs
 no PyTorch. It loads the same weights into the NNX model (``nnx.Linear`` kernels are the
 transposed ``[in, out]`` of ``nn.Linear``'s ``[out, in]`` weights) and runs the experiment's own
-code: ``input_pipeline.binarize``, ``train.estimator``, ``train.batch_loss`` (the model's encode
-and decode and ``losses.negative_elbo``) and, for a whole step, ``train._train_step`` with its
+code: ``input_pipeline.binarize``, ``update.estimator``, ``update.batch_loss`` (the model's encode
+and decode and ``losses.negative_elbo``) and, for a whole step, ``update._train_step`` with its
 Adam. Both sides see the same random numbers: the library's Gumbel draw
 (``gumbel_jax.sample.gumbel``) is replaced by the golden noise, and the binarization's 16-bit
 uniforms (``input_pipeline._binarization_uniforms``) by the golden ones, so the binarization
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments.mnist import input_pipeline, train
+from experiments.mnist import input_pipeline, train, update
 from experiments.mnist.config import Config
 from gumbel_jax import sample
 
@@ -50,12 +50,17 @@ def golden_random_numbers(golden, monkeypatch):
         assert tuple(shape) == noise.shape, shape
         return jnp.asarray(noise, dtype)
 
-    def uniforms(key, shape):
-        assert tuple(shape) == uniform16.shape, shape
-        return jnp.asarray(uniform16)
+    def uniforms(key, shape):  # the golden [batch, 784], shaped as the images
+        assert (shape[0], np.prod(shape[1:])) == uniform16.shape, shape
+        return jnp.asarray(uniform16).reshape(shape)
 
     monkeypatch.setattr(sample, "gumbel", gumbel)
     monkeypatch.setattr(input_pipeline, "_binarization_uniforms", uniforms)
+
+
+def _images(golden) -> jax.Array:
+    """The golden batch ``[batch, 784]`` as the experiment holds images, ``[batch, 28, 28]``."""
+    return jnp.asarray(golden["images"]).reshape(-1, 28, 28)
 
 
 def _config(golden, **overrides) -> Config:
@@ -88,7 +93,7 @@ def _assert_close(actual, reference, name):
 
 
 def _model_and_params(golden, config: Config):
-    state = train.create_train_state(config, data_dim=784)
+    state = train.create_train_state(config)
     return state, _nnx_params(golden, state.params, "params")
 
 
@@ -99,17 +104,18 @@ def test_loss_activations_and_gradients_match_pytorch(
     config = _config(golden, estimator=estimator, binarize=binarize)
     state, params = _model_and_params(golden, config)
     key = jax.random.key(0)  # unused: the random numbers are the golden ones
-    x = input_pipeline.binarize(key, jnp.asarray(golden["images"]), binarize)
-    sampler = train.estimator(config)
+    x = input_pipeline.binarize(key, _images(golden), binarize)
+    sampler = update.estimator(config)
     temperature = jnp.float32(golden["temperature"])
 
     def z_sampler(logits):
         return sampler(key, logits, temperature)
 
-    loss, grads = jax.value_and_grad(lambda p: train.batch_loss(state.model(p), x, z_sampler))(
+    loss, grads = jax.value_and_grad(lambda p: update.batch_loss(state.model(p), x, z_sampler))(
         params
     )
-    pixel_logits, posterior_logits = state.model(params)(x, z_sampler)
+    posterior_logits = state.model(params).encode(x)
+    pixel_logits = state.model(params).decode(z_sampler(posterior_logits)).reshape(len(x), -1)
 
     _assert_close(loss, golden[f"{case}/loss"], "loss")
     _assert_close(posterior_logits, golden[f"{case}/posterior_logits"], "posterior logits")
@@ -125,11 +131,11 @@ def test_a_training_step_with_adam_matches_pytorch(golden, golden_random_numbers
     config = _config(golden, estimator="st", binarize="dynamic")
     state, params = _model_and_params(golden, config)
     state = state.replace(params=params)
-    new_state, metrics = train._train_step(
+    new_state, metrics = update._train_step(
         state,
-        jnp.asarray(golden["images"]),
+        _images(golden),
         jax.random.key(0),
-        train.StepConfig.from_config(config),
+        update.StepConfig.from_config(config),
     )
     _assert_close(metrics["loss"], golden["train_step/loss"], "loss")
     expected = _nnx_params(golden, params, "train_step/params")

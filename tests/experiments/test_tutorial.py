@@ -22,7 +22,7 @@ LINE = re.compile(
 )
 
 
-def _synthetic_mnist(n_train: int = 200, n_test: int = 20) -> input_pipeline.Mnist:
+def _synthetic_mnist(n_train: int = 200, n_test: int = 20) -> input_pipeline.ImageData:
     """Images with their top or bottom half white, as uint8 ``[n, 28, 28]``."""
     rng = np.random.default_rng(0)
 
@@ -34,7 +34,7 @@ def _synthetic_mnist(n_train: int = 200, n_test: int = 20) -> input_pipeline.Mni
         return (grey * 255).astype(np.uint8)  # binarized per step: the noise
 
     labels = lambda n: np.zeros(n, np.uint8)
-    return input_pipeline.Mnist(
+    return input_pipeline.ImageData(
         images(n_train), labels(n_train), images(n_test), labels(n_test), "synthetic"
     )
 
