@@ -53,12 +53,11 @@ def test_binary_log_posterior_matches_the_direct_formula():
 def test_binary_importance_weights_give_the_exact_likelihood_for_one_latent():
     """sum_z q(z) w(z) = p(x) with p(z) = Bernoulli(0.5): the log-weights use the right prior."""
     logits = jnp.array([[0.7]])
-    targets = jnp.array([[1.0, 0.0]])
-    pixel_logits_of = jnp.array([[0.5, -0.2], [2.0, 1.0]])  # decoded from z = 0 and z = 1
+    targets = jnp.array([[1.0, 0.0]]).reshape(1, 1, 2, 1)  # one image of 1x2 pixels
+    # decoded from z = 0 and z = 1
+    pixel_logits_of = jnp.array([[0.5, -0.2], [2.0, 1.0]]).reshape(2, 1, 2, 1)
     z = jnp.array([0.0, 1.0])[:, None, None]  # [2, 1, 1]
-    log_w = losses.log_importance_weights(
-        pixel_logits_of[:, None, :], targets, logits, z, "bernoulli"
-    )
+    log_w = losses.log_importance_weights(pixel_logits_of[:, None], targets, logits, z, "bernoulli")
     q1 = _sigmoid(0.7)
     estimate = np.log((1 - q1) * np.exp(log_w[0, 0]) + q1 * np.exp(log_w[1, 0]))
     log_px = jax.nn.logsumexp(-losses.bernoulli_nll(pixel_logits_of, targets)) - np.log(2)
