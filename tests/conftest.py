@@ -1,8 +1,14 @@
 """Shared fixtures (the folder of the real MNIST IDX files) and the fast tier's rule.
 
 Every test that uses the real MNIST data (the ``mnist_dir`` fixture, directly or through another
-fixture) is marked ``slow``, as are the modules that mark themselves (subprocesses, campaigns):
+fixture) is marked ``slow``, as are the doctests (everything collected outside ``tests/``: each
+example compiles its own programs) and the tests that mark themselves:
 ``python -m pytest -m "not slow"`` is the quick loop, ``python -m pytest`` runs everything.
+
+``slow`` means: more than about a second on 2 CPU cores. Mark ``@pytest.mark.slow`` (in an
+absltest class: the decorator nearest ``def``, or on the class) every test that trains, spawns a
+process, runs a campaign, draws many samples or compiles something (a first ``jax.jit`` costs
+about that much); the quick loop keeps argument checks, registries, documents and small numerics.
 """
 
 import os
@@ -24,6 +30,8 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(items):
+    tests = Path(__file__).parent
     for item in items:
-        if "mnist_dir" in getattr(item, "fixturenames", ()):
+        uses_mnist = "mnist_dir" in getattr(item, "fixturenames", ())
+        if uses_mnist or tests not in item.path.parents:
             item.add_marker(pytest.mark.slow)

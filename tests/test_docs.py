@@ -10,6 +10,8 @@ import pytest
 
 import gumbel_jax
 
+pytestmark = pytest.mark.slow  # runs pdoc in a subprocess
+
 
 @pytest.fixture(scope="module")
 def api_reference(tmp_path_factory):

@@ -38,6 +38,7 @@ def _name(path: Path) -> str:
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=_name)
+@pytest.mark.slow
 def test_python_examples_run(document):
     blocks = re.findall(r"```python\n(.*?)```", document.read_text(), flags=re.DOTALL)
     for block in blocks:

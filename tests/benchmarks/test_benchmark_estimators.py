@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import estimators as benchmark
 from gumbel_jax import estimators
 
 
+@pytest.mark.slow
 def test_exact_gradients_of_the_toy_problems_are_the_closed_forms():
     by_name = {problem.name: problem for problem in benchmark.problems()}
     assert set(by_name) == {"binary-0.49", "binary-0.499", "categorical-poly"}
@@ -20,6 +22,7 @@ def test_exact_gradients_of_the_toy_problems_are_the_closed_forms():
         np.testing.assert_allclose(by_name[f"binary-{t}"].exact, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_problem_runs_every_estimator_and_writes_json_and_png(tmp_path, capsys):
     rows, problems = benchmark.run(
         num_draws=64, temperatures=(1.0,), repeats=1, problem_names=("binary-0.49",)
@@ -59,6 +62,7 @@ def test_one_problem_runs_every_estimator_and_writes_json_and_png(tmp_path, caps
     json.dumps(rows)  # the rows are what main writes: plain JSON
 
 
+@pytest.mark.slow
 def test_a_plug_in_and_options_run_through_the_benchmark(tmp_path, monkeypatch):
     module = tmp_path / "my_benchmark_plugin.py"
     module.write_text(
@@ -94,6 +98,7 @@ def test_bad_estimators_end_in_one_line(capsys):
         assert "error:" in last_line and bad.partition("[")[0].partition(":")[0] in last_line
 
 
+@pytest.mark.slow
 def test_learning_moves_the_tunable_options_and_the_network_only_where_the_spec_has_them():
     problem = benchmark.problems()[0]
     rebar, relax = benchmark.variants(["rebar", "relax"])[1::2]

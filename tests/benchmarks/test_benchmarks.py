@@ -17,6 +17,7 @@ def test_flops_of_the_tutorial_model_are_7_3_mflop_per_example():
 
 
 @pytest.mark.parametrize("adam", [False, True])
+@pytest.mark.slow
 def test_matmul_floors_run_and_report_an_epoch(adam):
     config = Config(hidden=(8,), latents=2, categories=2, batch_size=1_000)
     result = epochs.matmul_floor_benchmark(config, adam=adam, repeats=1)

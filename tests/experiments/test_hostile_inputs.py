@@ -210,6 +210,7 @@ def test_sizes_that_cannot_fit_are_refused_before_training(data_dir, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_huge_eval_batch_is_capped_at_the_test_set(data_dir):
     config = Config(latents=3, categories=4, hidden=(16,), eval_batch_size=10**9)
     state = train.create_train_state(config)

@@ -8,6 +8,7 @@ import pytest
 from experiments.mnist.input_pipeline import binarize
 
 
+@pytest.mark.slow
 def test_frequencies_match_grey_levels():
     # Every grey level 0..255 in one row; 4,000 rows: 1,024,000 Bernoulli draws.
     rows = 4_000
@@ -23,6 +24,7 @@ def test_frequencies_match_grey_levels():
     np.testing.assert_array_less(np.abs(frequency[1:-1] - p[1:-1]), 5 * standard_error)
 
 
+@pytest.mark.slow
 def test_pixels_of_a_batch_are_independent():
     # Neighbouring pixels share a 32-bit random word: their draws must still be uncorrelated.
     levels = jnp.full((200_000, 2), 128, jnp.uint8)
@@ -40,6 +42,7 @@ def test_pixels_of_a_batch_are_independent():
         ((1, 1), (1, 1)),
     ],
 )
+@pytest.mark.slow
 def test_images_keep_their_shape_with_a_channel_axis_and_odd_sizes(shape, expected):
     images = jnp.full(shape, 255, jnp.uint8)
     pixels = binarize(jax.random.key(2), images, "dynamic")
@@ -47,6 +50,7 @@ def test_images_keep_their_shape_with_a_channel_axis_and_odd_sizes(shape, expect
     np.testing.assert_array_equal(pixels, 1.0)
 
 
+@pytest.mark.slow
 def test_the_draws_do_not_depend_on_the_image_shape():
     images = jax.random.randint(jax.random.key(4), (3, 28, 28), 0, 256).astype(jnp.uint8)
     shaped = binarize(jax.random.key(5), images, "dynamic")
@@ -59,6 +63,7 @@ def test_none_scales_grey_levels():
     np.testing.assert_allclose(binarize(jax.random.key(0), images, "none"), [[0.0, 0.2, 1.0]])
 
 
+@pytest.mark.slow
 def test_same_key_same_draws():
     images = jnp.full((4, 784), 100, jnp.uint8)
     first = binarize(jax.random.key(3), images, "dynamic")

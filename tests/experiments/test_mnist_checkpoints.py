@@ -85,6 +85,7 @@ def straight(data_dir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_resume_after_an_epoch_is_bitwise_identical(data_dir, straight, tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(_args(data_dir, workdir, 1)) == 0
@@ -111,6 +112,7 @@ def _signal_at_chunk(monkeypatch, number: int) -> None:
     monkeypatch.setattr(update, "train_chunk", chunk_then_signal)
 
 
+@pytest.mark.slow
 def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
     data_dir, straight, tmp_path, capsys, monkeypatch
 ):
@@ -133,6 +135,7 @@ def test_a_signal_in_mid_epoch_saves_and_the_rerun_is_bitwise_identical(
     _assert_same_run(workdir, straight)
 
 
+@pytest.mark.slow
 def test_a_signal_in_the_last_chunk_finishes_the_run_then_exits_130(
     data_dir, straight, tmp_path, capsys, monkeypatch
 ):
@@ -153,6 +156,7 @@ def test_a_signal_in_the_last_chunk_finishes_the_run_then_exits_130(
     assert "already finished epoch 2" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # needs the `straight` run
 def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
@@ -173,6 +177,7 @@ def test_changed_model_or_data_settings_are_refused(data_dir, straight, tmp_path
     assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
 
 
+@pytest.mark.slow
 def test_a_changed_latent_type_or_estimator_sample_count_is_refused(
     data_dir, straight, tmp_path, capsys
 ):
@@ -190,6 +195,7 @@ def test_a_changed_latent_type_or_estimator_sample_count_is_refused(
     assert outputs.read_metrics(workdir) == outputs.read_metrics(straight)  # untouched
 
 
+@pytest.mark.slow
 def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_path, capsys):
     workdir = tmp_path / "cosine"
     assert cli.main(_args(data_dir, workdir, 1, "--lr-schedule", "cosine")) == 0
@@ -201,6 +207,7 @@ def test_a_cosine_run_trains_saves_and_refuses_a_longer_resume(data_dir, tmp_pat
     assert "epochs: 1 -> 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_radam_run_resumes_bitwise_and_refuses_a_changed_optimizer(data_dir, tmp_path, capsys):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert cli.main(_args(data_dir, whole, 2, "--optimizer", "radam")) == 0
@@ -253,6 +260,7 @@ def _delete_json_item(step_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_array_files, _delete_json_item])
+@pytest.mark.slow
 def test_a_corrupted_latest_checkpoint_is_skipped_with_a_warning(
     data_dir, straight, tmp_path, capsys, corrupt
 ):
@@ -268,6 +276,7 @@ def test_a_corrupted_latest_checkpoint_is_skipped_with_a_warning(
     _assert_same_run(workdir, straight)  # epoch 2 trained again, to the same numbers
 
 
+@pytest.mark.slow  # needs the `straight` run
 def test_no_checkpoint_restores_exits_2(data_dir, straight, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
@@ -330,6 +339,7 @@ def _wait_for(process: subprocess.Popen, log: Path, text: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_143_without_a_traceback(data_dir, tmp_path):
     workdir, log = tmp_path / "run", tmp_path / "log.txt"
     process = _start(_args(data_dir, workdir, 10_000), log)
@@ -351,6 +361,7 @@ def test_sigterm_saves_and_exits_143_without_a_traceback(data_dir, tmp_path):
     assert len(steps) == 3 and steps[-1] == step and steps[0] > STEPS_PER_EPOCH
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_a_workdir_that_resumes(data_dir, tmp_path, capsys):
     workdir, log = tmp_path / "run", tmp_path / "log.txt"
     process = _start(_args(data_dir, workdir, 10_000), log)
@@ -391,6 +402,7 @@ KILLED_DURING_SAVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", KILLED_DURING_SAVE, str(tmp_path)],
@@ -459,6 +471,7 @@ def _write_linen_checkpoint(workdir: Path, config: Config) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_linen_model_is_refused_in_one_line(data_dir, tmp_path, capsys):
     workdir = tmp_path / "linen"
     args = _args(data_dir, workdir, 2)
@@ -487,6 +500,7 @@ def _diverge_at_chunk(monkeypatch, number: int) -> None:
     monkeypatch.setattr(update, "train_chunk", chunk_then_nan)
 
 
+@pytest.mark.slow
 def test_a_diverged_run_exits_3_and_keeps_the_last_finite_checkpoint(
     data_dir, tmp_path, capsys, monkeypatch
 ):
@@ -506,6 +520,7 @@ def test_a_diverged_run_exits_3_and_keeps_the_last_finite_checkpoint(
     assert "step 7" in outputs.read_divergence(workdir)
 
 
+@pytest.mark.slow
 def test_a_learning_rate_that_overflows_diverges_with_status_3(data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(_args(data_dir, workdir, 1, "--lr", "1e30")) == 3
@@ -515,6 +530,7 @@ def test_a_learning_rate_that_overflows_diverges_with_status_3(data_dir, tmp_pat
     assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_evaluation_stops_it_and_the_rerun_only_evaluates(
     data_dir, straight, tmp_path, capsys, monkeypatch
 ):
@@ -558,6 +574,7 @@ with workdir.owned(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_a_workdir_held_by_another_process_is_refused_at_once(data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(
@@ -592,6 +609,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes(data_dir, tmp_path):
     workdir = tmp_path / "run"
     result = subprocess.run(
@@ -612,6 +630,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes(data_dir, t
     assert cli.main(_args(data_dir, workdir, 1)) == 0
 
 
+@pytest.mark.slow
 def test_running_out_of_memory_is_one_line_and_keeps_the_checkpoints(
     data_dir, tmp_path, capsys, monkeypatch
 ):

@@ -14,6 +14,8 @@ from idx_files import write_random_idx
 from experiments.mnist import checkpoints, cli, outputs, train, update
 from experiments.mnist.config import Config
 
+pytestmark = pytest.mark.slow  # every test trains or builds models
+
 STEPS_PER_EPOCH = 4
 
 

@@ -77,6 +77,7 @@ def test_missing_folder(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_missing_folder_in_a_subprocess_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.mnist", "--data-dir", str(tmp_path / "nowhere")],
@@ -247,6 +248,7 @@ def test_tfds_path_with_mock_data(no_local_data, monkeypatch):
     assert data.source.startswith("tfds:")
 
 
+@pytest.mark.slow
 def test_tfds_cli_run_with_mock_data(no_local_data, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(input_pipeline, "_check_download_host", lambda url: None)
     workdir = tmp_path / "run"
@@ -425,6 +427,7 @@ def test_without_the_environment_variable_the_tests_get_mnist_as_the_experiment_
     assert "set GUMBEL_JAX_MNIST_DIR to a folder" in str(failure.value)
 
 
+@pytest.mark.slow
 def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
     """Read-only: simulated (the tests run as root, who may write anywhere)."""
     import errno

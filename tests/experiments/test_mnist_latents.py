@@ -27,6 +27,7 @@ def test_shapes_per_latent_type():
     assert BERNOULLI.shape(200, 10) == (200,)
 
 
+@pytest.mark.slow
 def test_binary_kl_matches_the_direct_formula():
     logits = jax.random.normal(jax.random.key(0), (5, 7)) * 3
     q = _sigmoid(logits)
@@ -35,6 +36,7 @@ def test_binary_kl_matches_the_direct_formula():
     np.testing.assert_allclose(BERNOULLI.kl_to_prior(jnp.zeros((3, 7))), np.zeros(3), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_binary_kl_of_certain_latents_is_log_2_each_with_finite_gradients():
     logits = jnp.array([[1e4, -1e4, 50.0, -50.0]])
     np.testing.assert_allclose(BERNOULLI.kl_to_prior(logits), [4 * np.log(2)], rtol=1e-6)
@@ -50,6 +52,7 @@ def test_binary_log_posterior_matches_the_direct_formula():
     np.testing.assert_allclose(BERNOULLI.log_posterior(logits, z), [direct], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_binary_importance_weights_give_the_exact_likelihood_for_one_latent():
     """sum_z q(z) w(z) = p(x) with p(z) = Bernoulli(0.5): the log-weights use the right prior."""
     logits = jnp.array([[0.7]])
@@ -65,6 +68,7 @@ def test_binary_importance_weights_give_the_exact_likelihood_for_one_latent():
 
 
 @pytest.mark.parametrize("kind", [CATEGORICAL, BERNOULLI])
+@pytest.mark.slow
 def test_exact_samples_have_the_posterior_frequencies(kind):
     logits = jnp.array([0.5, -1.0, 2.0]) if kind is BERNOULLI else jnp.array([[0.5, -1.0, 2.0]])
     draws = kind.exact_sample(jax.random.key(3), jnp.broadcast_to(logits, (40_000, *logits.shape)))
@@ -74,6 +78,7 @@ def test_exact_samples_have_the_posterior_frequencies(kind):
 
 
 @pytest.mark.parametrize("estimator", ["st", "gumbel-rao", "reinmax"])
+@pytest.mark.slow
 def test_binary_sample_estimators_give_exact_samples_and_gradients(estimator):
     """The experiment's estimator for binary latents is the library's, bound by the spec."""
     config = Config(latent_type="bernoulli", estimator=estimator, temperature_min=1.0)

@@ -18,6 +18,7 @@ def test_kl_of_uniform_posterior_is_zero():
     np.testing.assert_allclose(kl_to_uniform(logits), np.zeros(4), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_kl_matches_direct_formula_and_is_positive():
     logits = jax.random.normal(jax.random.key(0), (5, 3, 7)) * 3
     q = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
@@ -26,11 +27,13 @@ def test_kl_matches_direct_formula_and_is_positive():
     assert np.all(direct > 0)
 
 
+@pytest.mark.slow
 def test_kl_of_a_certain_posterior_is_log_categories():
     logits = jnp.zeros((1, 2, 10)).at[..., 3].set(1e4)
     np.testing.assert_allclose(kl_to_uniform(logits), [2 * np.log(10)], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bernoulli_nll_matches_direct_formula():
     key_l, key_x = jax.random.split(jax.random.key(1))
     logits = jax.random.normal(key_l, (6, 28, 28, 1)) * 4
@@ -41,6 +44,7 @@ def test_bernoulli_nll_matches_direct_formula():
     np.testing.assert_allclose(losses.bernoulli_nll(logits, targets), direct, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bernoulli_nll_is_finite_for_extreme_logits():
     logits = jnp.array([[1e4, -1e4, 1e4, -1e4]]).reshape(1, 2, 2, 1)
     targets = jnp.array([[1.0, 0.0, 0.0, 1.0]]).reshape(1, 2, 2, 1)
@@ -50,6 +54,7 @@ def test_bernoulli_nll_is_finite_for_extreme_logits():
     assert np.all(np.isfinite(grad))
 
 
+@pytest.mark.slow
 def test_all_half_model_costs_784_log_2():
     """A decoder predicting 0.5 everywhere pays log 2 per binary pixel: 543.4 nats."""
     targets = jax.random.bernoulli(jax.random.key(2), 0.3, (3, 28, 28, 1)).astype(jnp.float32)
@@ -58,6 +63,7 @@ def test_all_half_model_costs_784_log_2():
     np.testing.assert_allclose(value, np.full(3, 784 * np.log(2)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_importance_weights_give_the_exact_likelihood_for_one_latent():
     """With one latent, sum_z q(z) w(z) = p(x): the log-weights are consistent with the prior."""
     logits = jnp.array([[[0.3, -1.0, 2.0]]])

@@ -22,6 +22,7 @@ from experiments.mnist.config import Config
 @pytest.mark.parametrize(
     ("latent_type", "latent_shape"), [("categorical", (6, 4)), ("bernoulli", (6,))]
 )
+@pytest.mark.slow
 def test_every_model_keeps_the_image_and_latent_shapes(name, latent_type, latent_shape):
     config = Config(model=name, latent_type=latent_type, latents=6, categories=4, hidden=(32,))
     model = models.from_config(config, (12, 8, 3), rngs=nnx.Rngs(params=0))
@@ -46,6 +47,7 @@ def test_the_conv_model_refuses_images_it_cannot_halve_twice():
         models.ConvVAE(image_shape=(30, 28, 1), rngs=nnx.Rngs(params=0))
 
 
+@pytest.mark.slow
 def test_the_parameter_count_is_the_models(tmp_path):
     for name in models.MODELS:
         config = Config(model=name)
@@ -53,6 +55,7 @@ def test_the_parameter_count_is_the_models(tmp_path):
         assert cli.parameter_count(config) == sum(x.size for x in jax.tree.leaves(state))
 
 
+@pytest.mark.slow
 def test_the_conv_model_trains_from_the_command_line_and_its_resume_keeps_the_model(
     tmp_path, capsys
 ):

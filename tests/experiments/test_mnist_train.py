@@ -46,6 +46,7 @@ def _assert_same_params(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_temperature_of_each_scanned_step_is_the_schedule_of_its_global_step(images):
     config = TINY
     state = train.create_train_state(config)
@@ -66,6 +67,7 @@ def test_temperature_of_each_scanned_step_is_the_schedule_of_its_global_step(ima
     assert int(state.step) == 5
 
 
+@pytest.mark.slow
 def test_scanned_step_equals_the_jitted_train_step(images):
     config = TINY
     state = train.create_train_state(config)
@@ -97,6 +99,7 @@ def test_epoch_permutation_uses_each_example_at_most_once_and_changes_by_epoch()
     assert not np.array_equal(epochs[0], epochs[1])
 
 
+@pytest.mark.slow
 def test_fit_trains_and_reports_each_epoch(images):
     state, results = _fit(TINY, images)
     assert [r.epoch for r in results] == [1, 2]
@@ -106,6 +109,7 @@ def test_fit_trains_and_reports_each_epoch(images):
     np.testing.assert_allclose(results[-1].temperature, np.exp(-0.05 * 8), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_the_result_and_compiles_at_most_twice(images):
     """Chunk boundaries are invisible: keys, permutation and temperature follow the global step."""
     before = update.train_chunk._cache_size()
@@ -116,6 +120,7 @@ def test_chunking_does_not_change_the_result_and_compiles_at_most_twice(images):
     _assert_same_params(in_threes.params, whole.params)
 
 
+@pytest.mark.slow
 def test_fit_continues_a_stopped_run_exactly(images):
     """A state saved after epoch 1 continues to the same parameters as an uninterrupted run."""
     straight, _ = _fit(TINY, images)
@@ -126,6 +131,7 @@ def test_fit_continues_a_stopped_run_exactly(images):
     _assert_same_params(straight.opt_state, resumed.opt_state)
 
 
+@pytest.mark.slow
 def test_a_stop_request_yields_the_part_of_the_epoch_trained_and_nothing_more(images):
     polls = []  # polled before each chunk of 3 steps: the second poll stops
     epochs = list(
@@ -141,6 +147,7 @@ def test_a_stop_request_yields_the_part_of_the_epoch_trained_and_nothing_more(im
     assert int(state.step) == 3 and partial.seconds > 0
 
 
+@pytest.mark.slow  # builds a model
 def test_fit_refuses_a_batch_larger_than_the_data(images):
     config = Config(**{**TINY.to_dict(), "batch_size": 64})
     with pytest.raises(ValueError, match="batch_size 64 exceeds the 44 training examples"):
@@ -149,6 +156,7 @@ def test_fit_refuses_a_batch_larger_than_the_data(images):
 
 # One of each kind of spec: no option, an option, a temperature floor, a surrogate.
 @pytest.mark.parametrize("estimator", ["relaxed", "gumbel-rao", "reinmax", "reinforce-loo"])
+@pytest.mark.slow
 def test_every_kind_of_estimator_trains(images, estimator):
     floor = estimators.spec(estimator).min_temperature
     extra = {"temperature": floor, "temperature_min": floor} if floor else {}
@@ -158,6 +166,7 @@ def test_every_kind_of_estimator_trains(images, estimator):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_the_step_runs_the_library_estimator_with_the_configs_options():
     """Bitwise the library's function with the options bound: sample and gradient."""
     config = Config(estimator="gumbel-rao", estimator_options={"num_samples": 3})
@@ -185,6 +194,7 @@ def test_the_step_runs_the_library_estimator_with_the_configs_options():
 
 
 @pytest.mark.parametrize("name", ["adam", "radam"])
+@pytest.mark.slow
 def test_the_optimizer_is_the_one_the_config_names(name):
     config = Config(**{**TINY.to_dict(), "optimizer": name, "learning_rate": 0.01})
     state = train.create_train_state(config)
@@ -209,6 +219,7 @@ def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():
         train.learning_rate(cosine, total_steps=None)
 
 
+@pytest.mark.slow
 def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(images):
     config = Config(**{**TINY.to_dict(), "lr_schedule": "cosine", "epochs": 1})
     steps = config.steps_per_epoch(NUM_EXAMPLES)
@@ -237,6 +248,7 @@ def test_with_the_cosine_schedule_the_last_step_barely_moves_the_parameters(imag
     assert last < 2e-4
 
 
+@pytest.mark.slow  # builds a model
 def test_parameters_start_as_linen_dense_defaults():
     """nnx.Linear's defaults, those of Linen's Dense: LeCun-normal kernels, zero biases."""
     config = Config()
@@ -278,6 +290,7 @@ def _one_shot_iwae(model, x, *, batch_size, num_samples):
     return float(np.mean(np.concatenate(values)[:n]))
 
 
+@pytest.mark.slow
 def test_the_chunked_iwae_bound_equals_the_one_shot_bound(images):
     """Within one chunk of samples the bound is the one-shot formula's, on the same samples."""
     from experiments.mnist import evaluate
@@ -291,6 +304,7 @@ def test_the_chunked_iwae_bound_equals_the_one_shot_bound(images):
         np.testing.assert_allclose(chunked, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_running_log_sum_exp_equals_the_one_shot_one():
     from experiments.mnist import evaluate
 
@@ -304,6 +318,7 @@ def test_the_running_log_sum_exp_equals_the_one_shot_one():
     )
 
 
+@pytest.mark.slow
 def test_many_samples_are_evaluated_in_chunks_of_bounded_size(images, monkeypatch):
     """k = 5 in chunks of 2 (the last one masked): the bound is tighter than k = 1 and shapes,
     hence memory, never depend on k; a stop request ends it between chunks."""

@@ -74,6 +74,7 @@ def _one_error_line(capsys) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_a_plugin_spec_trains_one_epoch_through_the_command_line(plugin, data_dir, tmp_path):
     # A folder named like the campaign names a plug-in's runs (a colon and brackets).
     workdir = tmp_path / f"{plugin}:MY_SPEC[sharpness=2.0]"
@@ -87,6 +88,7 @@ def test_a_plugin_spec_trains_one_epoch_through_the_command_line(plugin, data_di
     assert saved["estimator_options"] == {"sharpness": 2.0}
 
 
+@pytest.mark.slow
 def test_binary_latents_train_with_a_bernoulli_only_surrogate(data_dir, tmp_path):
     argv = _args(data_dir, tmp_path / "disarm", "--latent-type", "bernoulli")
     assert cli.main([*argv, "--estimator", "disarm"]) == 0

@@ -30,6 +30,8 @@ from experiments.mnist import input_pipeline, train, update
 from experiments.mnist.config import Config
 from gumbel_jax import sample
 
+pytestmark = pytest.mark.slow  # compiles the model and a training step
+
 GOLDEN = Path(__file__).parents[1] / "data" / "torch_parity.npz"
 RTOL = 1e-5
 CASES = [("st", "st", "dynamic"), ("relaxed", "relaxed", "dynamic"), ("st_grey", "st", "none")]

@@ -45,6 +45,7 @@ def _lines(text: str) -> list[re.Match]:
     return matches
 
 
+@pytest.mark.slow
 def test_trains_on_a_small_synthetic_set(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(tutorial.input_pipeline, "load", lambda data_dir: _synthetic_mnist())
     assert tutorial.main(["--epochs", "8", "--hard", "--out", str(tmp_path)]) == 0

@@ -13,6 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import special, stats
 
@@ -48,6 +49,7 @@ def hard_concrete_probs(log_alpha, temperature, low, high):
 
 class RelaxedBernoulliTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_shape_dtype_and_range(self):
         logits = jax.random.normal(jax.random.key(0), (3, 4, 5))
 
@@ -68,6 +70,7 @@ class RelaxedBernoulliTest(chex.TestCase):
             if i % 2:  # hard
                 self.assertTrue(np.all((y == 0.0) | (y == 1.0)))
 
+    @pytest.mark.slow
     def test_hard_is_logits_plus_noise_positive_and_soft_above_half(self):
         logits = jax.random.normal(jax.random.key(0), (20_000,)) * 2.0
         key = jax.random.key(3)
@@ -82,6 +85,7 @@ class RelaxedBernoulliTest(chex.TestCase):
         np.testing.assert_array_equal(hard, (np.asarray(logits) + noise > 0).astype(np.float32))
 
     @parameterized.named_parameters(("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
+    @pytest.mark.slow
     def test_hard_frequencies_match_sigmoid(self, dtype):
         logits = jnp.array([-3.0, -1.0, 0.0, 0.5, 2.0], dtype)
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, logits.size))
@@ -101,6 +105,7 @@ class RelaxedBernoulliTest(chex.TestCase):
         self.assertGreater(pvalue, P_MIN)
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_hard_gradient_equals_soft_gradient(self):
         logits = jax.random.normal(jax.random.key(0), (16, 6))
         cotangent = jax.random.normal(jax.random.key(1), (16, 6))
@@ -117,6 +122,7 @@ class RelaxedBernoulliTest(chex.TestCase):
             np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-6, atol=1e-7)
         self.assertGreater(float(jnp.abs(hard_grads[0]).max()), 1e-3)  # not trivially zero
 
+    @pytest.mark.slow
     def test_soft_gradient_matches_finite_differences(self):
         fn = lambda x, t: sample.relaxed_bernoulli(jax.random.key(7), x, t)
         jax.test_util.check_grads(fn, (jnp.array([0.3, -1.0, 2.0]), 0.8), order=1, rtol=1e-2)
@@ -142,6 +148,7 @@ class RelaxedBernoulliTest(chex.TestCase):
         self.assertFalse(bool(jnp.isnan(y[1])))
 
     @parameterized.named_parameters(("soft", False), ("hard", True))
+    @pytest.mark.slow
     def test_extreme_inputs_finite_in_every_dtype(self, hard):
         logits = jnp.array([1e4, -1e4, 0.0, 3.0, -2.0])
 
@@ -158,6 +165,7 @@ class RelaxedBernoulliTest(chex.TestCase):
                 chex.assert_tree_all_finite((y, grads))
 
     @parameterized.named_parameters(("bfloat16", jnp.bfloat16), ("float16", jnp.float16))
+    @pytest.mark.slow
     def test_low_precision_is_computed_in_float32(self, dtype):
         logits = jax.random.normal(jax.random.key(0), (1000,)).astype(dtype)
         key = jax.random.key(9)
@@ -166,6 +174,7 @@ class RelaxedBernoulliTest(chex.TestCase):
         chex.assert_type(low, dtype)
         np.testing.assert_array_equal(np.asarray(low), np.asarray(high.astype(dtype)))
 
+    @pytest.mark.slow
     def test_zero_size_batch(self):
         logits = jnp.zeros((0, 3))
         for fn in (
@@ -176,6 +185,7 @@ class RelaxedBernoulliTest(chex.TestCase):
             chex.assert_shape(jax.jit(fn)(logits), (0, 3))
             chex.assert_shape(jax.grad(lambda x, fn=fn: jnp.sum(fn(x)))(logits), (0, 3))
 
+    @pytest.mark.slow
     def test_traced_temperature_does_not_recompile(self):
         chex.clear_trace_counter()
         logits = jax.random.normal(jax.random.key(0), (8, 5))
@@ -193,6 +203,7 @@ class RelaxedBernoulliTest(chex.TestCase):
         for temperature in (2.0, 1.0, 0.5, 0.1):
             loss_and_grad(jax.random.key(1), logits, jnp.float32(temperature))
 
+    @pytest.mark.slow
     def test_vmap_over_keys_matches_single_calls(self):
         keys = jax.random.split(jax.random.key(0), 4)
         logits = jax.random.normal(jax.random.key(1), (3, 5))
@@ -250,6 +261,7 @@ class HardConcreteTest(chex.TestCase):
         z = sample.hard_concrete(key, log_alpha, 0.5, low=-0.2, high=1.3)
         np.testing.assert_allclose(z, jnp.clip(-0.2 + 1.5 * s, 0.0, 1.0), rtol=1e-6, atol=1e-6)
 
+    @pytest.mark.slow
     def test_gradient_in_log_alpha(self):
         log_alpha = jax.random.normal(jax.random.key(0), (2000,))
         key, tau, low, high = jax.random.key(12), 2 / 3, -0.1, 1.1
@@ -261,6 +273,7 @@ class HardConcreteTest(chex.TestCase):
         np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
         self.assertGreater(float(inside.mean()), 0.3)
 
+    @pytest.mark.slow
     def test_infinite_and_nan_log_alpha(self):
         log_alpha = jnp.array([jnp.inf, -jnp.inf, 0.0])
         fn = lambda x, t: sample.hard_concrete(jax.random.key(0), x, t)
@@ -361,6 +374,7 @@ class BernoulliDensityTest(chex.TestCase):
             mass = np.trapezoid(np.exp(np.asarray(log_p, np.float64)), y)
             self.assertAlmostEqual(mass, 1.0, delta=1e-3)
 
+    @pytest.mark.slow
     def test_jacobian_relates_the_two_densities(self):
         # |x| <= ~8: beyond, float32 rounds 1 - sigmoid(x) (the reason for the logit form).
         x = jax.random.normal(jax.random.key(0), (200,)) * 2.0
@@ -382,6 +396,7 @@ class BernoulliDensityTest(chex.TestCase):
             bool(jnp.all(jnp.isnan(concrete.bernoulli_log_prob(jnp.array([0.0, 1.0]), 0.0, 0.5))))
         )
 
+    @pytest.mark.slow
     def test_infinite_logits_give_minus_inf_with_finite_gradients(self):
         logits = jnp.array([jnp.inf, -jnp.inf])
         value = concrete.bernoulli_log_prob_logit(jnp.zeros(2), logits, 0.5)

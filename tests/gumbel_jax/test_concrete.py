@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import stats
 
@@ -35,6 +36,7 @@ def with_reference_category(u):
 class SampleLogTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("first", 0), ("last", -1))
+    @pytest.mark.slow
     def test_shape_dtype_and_normalised(self, axis):
         logits = jax.random.normal(jax.random.key(0), (6, 5))
         y = self.variant(lambda k, x: concrete.sample_log(k, x, 0.4, axis=axis))(
@@ -44,6 +46,7 @@ class SampleLogTest(chex.TestCase):
         chex.assert_type(y, jnp.float32)
         np.testing.assert_allclose(jax.nn.logsumexp(y, axis=axis), 0.0, rtol=0, atol=1e-5)
 
+    @pytest.mark.slow
     def test_exp_is_the_gumbel_softmax_sample_of_the_same_key(self):
         logits = jax.random.normal(jax.random.key(0), (32, 6))
         key = jax.random.key(2)
@@ -55,6 +58,7 @@ class SampleLogTest(chex.TestCase):
         )
 
     @parameterized.named_parameters(("bfloat16", jnp.bfloat16), ("float32", jnp.float32))
+    @pytest.mark.slow
     def test_low_temperature_and_extreme_logits_finite(self, dtype):
         # softmax underflows to exact zeros here; the log-space sample stays finite.
         logits = jnp.array([[1e4, -1e4, 0.0, 3.0], [0.0, -jnp.inf, 1.0, 2.0]], dtype)
@@ -78,6 +82,7 @@ class DensityTest(chex.TestCase):
         ("hot", [2.0, -1.0], 2.5),
         ("uniform", [0.0, 0.0], 1.7),
     )
+    @pytest.mark.slow
     def test_two_categories_match_logistic_reference(self, logits, temperature):
         logits = np.array(logits, np.float32)
         u = np.linspace(-15.0, 15.0, 301)
@@ -106,6 +111,7 @@ class DensityTest(chex.TestCase):
         ("three_cold", [0.5, -1.0, 0.2], 0.8),
         ("three_hot", [1.5, 0.0, -0.7], 1.5),
     )
+    @pytest.mark.slow
     def test_densities_integrate_to_one(self, logits, temperature):
         # A wrong sign of the (n - 1) log(tau) term would give tau^(2 - 2n) != 1 here.
         num_dims = len(logits) - 1
@@ -134,6 +140,7 @@ class DensityTest(chex.TestCase):
         # Without the correction the mass over y_1 is E[x_2] (about 0.29 here), not 1.
         self.assertLess(np.trapezoid(density, log_y[:, 0]), 0.5)
 
+    @pytest.mark.slow
     def test_density_matches_histogram_of_samples(self):
         logits, temperature = jnp.array([0.4, -0.3]), 0.7
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, 2))
@@ -154,6 +161,7 @@ class DensityTest(chex.TestCase):
         pvalue = stats.chisquare(counts, expected / expected.sum() * NUM_SAMPLES).pvalue
         self.assertGreater(pvalue, P_MIN)
 
+    @pytest.mark.slow
     def test_change_of_variables(self):
         logits = jax.random.normal(jax.random.key(0), (100, 5))
 
@@ -169,6 +177,7 @@ class DensityTest(chex.TestCase):
         np.testing.assert_allclose(concrete_side, exp_concrete_side, rtol=1e-5, atol=1e-4)
 
     @parameterized.named_parameters(("log_prob", False), ("log_prob_log", True))
+    @pytest.mark.slow
     def test_masked_category_is_left_out(self, in_log_space):
         logits = jnp.array([0.5, -jnp.inf, -0.2, 1.0])
         reduced_logits = logits[jnp.array([0, 2, 3])]
@@ -189,6 +198,7 @@ class DensityTest(chex.TestCase):
         np.testing.assert_array_equal(np.asarray(grads[1][1]), 0.0)
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_broadcasting_axis_and_dtype(self):
         logits = jax.random.normal(jax.random.key(0), (5,))
         log_y = concrete.sample_log(jax.random.key(1), jnp.broadcast_to(logits, (3, 5)), 0.5)
@@ -222,11 +232,13 @@ class DensityTest(chex.TestCase):
 
 
 class KLRelaxedTest(chex.TestCase):
+    @pytest.mark.slow
     def test_same_distribution_gives_zero(self):
         logits = jax.random.normal(jax.random.key(0), (10, 4))
         kl = jax.jit(concrete.kl_relaxed)(jax.random.key(1), logits, 0.5, logits, 0.5)
         np.testing.assert_allclose(kl, 0.0, rtol=0, atol=1e-6)
 
+    @pytest.mark.slow
     def test_monte_carlo_mean_matches_numerical_kl(self):
         logits_q, tau_q = jnp.array([1.0, -0.5]), 0.5
         logits_p, tau_p = jnp.array([0.0, 0.0]), 0.8
@@ -245,6 +257,7 @@ class KLRelaxedTest(chex.TestCase):
         standard_error = estimates.std() / np.sqrt(NUM_SAMPLES)
         self.assertLess(abs(estimates.mean() - exact), 5 * standard_error)
 
+    @pytest.mark.slow
     def test_gradients_finite_with_masks_and_prior_broadcast(self):
         logits_q = jnp.array([[2.0, -jnp.inf, 0.0, -1.0]] * 3)
         prior = jnp.array([0.0, -jnp.inf, 0.0, 0.0])

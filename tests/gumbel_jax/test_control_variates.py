@@ -21,6 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from jax.flatten_util import ravel_pytree
 
@@ -147,6 +148,7 @@ def estimator_cases():
     return cases
 
 
+@pytest.mark.slow
 class UnbiasedTest(parameterized.TestCase):
     @parameterized.named_parameters(*estimator_cases())
     def test_mean_within_five_standard_errors(self, distribution, estimate):
@@ -228,6 +230,7 @@ def reference_rebar_categorical(x, gumbel_u, gumbel_v, f, cv, tau, eta):
     )
 
 
+@pytest.mark.slow
 class FormulaTest(parameterized.TestCase):
     @parameterized.named_parameters(("eta1", 1.0), ("eta0", 0.0), ("eta_negative", -0.6))
     def test_bernoulli_matches_the_papers(self, eta):
@@ -299,6 +302,7 @@ class FormulaTest(parameterized.TestCase):
             np.testing.assert_allclose(rebar, relax, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 class VarianceGradientTest(parameterized.TestCase):
     @parameterized.named_parameters(("bernoulli", "bernoulli"), ("categorical", "categorical"))
     def test_derivatives_of_the_estimate_match_finite_differences(self, distribution):
@@ -407,6 +411,7 @@ class VarianceGradientTest(parameterized.TestCase):
         self.assertLess(after, before / 2, msg=f"variance {before:.4g} -> {after:.4g}")
 
 
+@pytest.mark.slow
 class IndecaterTest(chex.TestCase):
     @parameterized.named_parameters(("categorical", "categorical"), ("bernoulli", "bernoulli"))
     def test_one_variable_per_example_is_exact_on_every_draw(self, distribution):
@@ -476,6 +481,7 @@ class IndecaterTest(chex.TestCase):
         self.assertLess(np.abs(z_scores(grads[:, :2], exact)).max(), 5.0)
 
 
+@pytest.mark.slow
 class SurrogateContractTest(chex.TestCase):
     @parameterized.named_parameters(("categorical", "categorical"), ("bernoulli", "bernoulli"))
     def test_rebar_calls_f_once_and_returns_f_of_the_exact_sample(self, distribution):
@@ -617,6 +623,7 @@ class ValidationAndRegistryTest(parameterized.TestCase):
         self.assertEqual(estimators.spec("indecater").cost({}, (20, 10)), 200)
         self.assertEqual(estimators.spec("indecater").cost({"num_samples": 2}, (8,)), 32)
 
+    @pytest.mark.slow
     def test_bound_calls_match_the_functions(self):
         x = jnp.array([[0.3, -0.2, 1.0]])
         f = lambda z: jnp.sum(z * jnp.array([1.0, 2.0, 3.0]), -1) ** 2
@@ -635,6 +642,7 @@ class ValidationAndRegistryTest(parameterized.TestCase):
         bound = estimators.spec("indecater").bind({"num_samples": 2})
         np.testing.assert_allclose(bound(key, x, f), estimators.indecater(key, x, f, num_samples=2))
 
+    @pytest.mark.slow
     def test_bad_arguments(self):
         f = lambda z: z[..., 0]
         key, x = jax.random.key(0), jnp.zeros(3)

@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import diagnostics
@@ -19,6 +20,7 @@ def softmax_jacobian(p):
 
 
 class ExactGradientTest(parameterized.TestCase):
+    @pytest.mark.slow
     def test_categorical_linear_function_on_another_axis_with_a_mask(self):
         # Categories on axis 0: column j is one categorical variable. E f = sum_j w_j . p_j.
         logits = np.array([[0.5, -1.0], [1.5, -np.inf], [-0.2, 0.3]])
@@ -33,6 +35,7 @@ class ExactGradientTest(parameterized.TestCase):
                 np.testing.assert_allclose(grad[:, column], expected, rtol=0, atol=1e-12)
         self.assertEqual(float(grad[1, 1]), 0.0)
 
+    @pytest.mark.slow
     def test_categorical_nonlinear_matches_a_hand_enumeration(self):
         logits = np.array([[0.2, -0.4, 1.0], [0.0, 0.7, -0.3]])
         values = np.array([0.0, 0.5, 1.0])
@@ -55,6 +58,7 @@ class ExactGradientTest(parameterized.TestCase):
                 diagnostics.exact_gradient(f, x), jax.grad(expectation)(x), rtol=0, atol=1e-12
             )
 
+    @pytest.mark.slow
     def test_bernoulli_quadratic_toy(self):
         # E sum (b - t)^2 = sum sigmoid(x) (1 - 2t) + const: gradient sigmoid'(x) (1 - 2t).
         logits = np.array([[0.0, 1.0, -2.0], [0.5, -0.5, 3.0]])
@@ -66,6 +70,7 @@ class ExactGradientTest(parameterized.TestCase):
         s = 1 / (1 + np.exp(-logits))
         np.testing.assert_allclose(grad, s * (1 - s) * (1 - 2 * t), rtol=1e-10, atol=0)
 
+    @pytest.mark.slow
     def test_float32_and_bfloat16_return_the_input_dtype(self):
         for dtype in (jnp.float32, jnp.bfloat16):
             grad = diagnostics.exact_gradient(lambda z: z[0], jnp.zeros(2, dtype))
@@ -82,6 +87,7 @@ class ExactGradientTest(parameterized.TestCase):
                 lambda z: jnp.sum(z), jnp.zeros(shape), distribution=distribution
             )
 
+    @pytest.mark.slow
     def test_bad_arguments_raise(self):
         with self.assertRaisesRegex(ValueError, "to a scalar; got shape \\(3,\\)"):
             diagnostics.exact_gradient(lambda z: z, jnp.zeros(3))
@@ -91,6 +97,7 @@ class ExactGradientTest(parameterized.TestCase):
             diagnostics.exact_gradient(lambda z: z.sum(), jnp.zeros(3), axis=2)
 
 
+@pytest.mark.slow
 class GradientStatsTest(parameterized.TestCase):
     def test_synthetic_estimator_of_known_bias_and_variance(self):
         exact = jnp.array([0.3, -1.0, 2.0])

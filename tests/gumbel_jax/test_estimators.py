@@ -10,6 +10,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import stats
 
@@ -49,6 +50,7 @@ class RegistryTest(parameterized.TestCase):
             self.assertIn(repr(known), str(raised.exception))
 
 
+@pytest.mark.slow
 class ForwardTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_exact_one_hot_in_every_dtype(self):
@@ -112,6 +114,7 @@ class ForwardTest(chex.TestCase):
 
 
 class GumbelRaoTest(chex.TestCase):
+    @pytest.mark.slow
     def test_conditional_noise_keeps_the_sample_and_is_gumbel(self):
         logits = jnp.array([1.0, -0.5, 0.3, -jnp.inf, 2.0])
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, 5))
@@ -136,6 +139,7 @@ class GumbelRaoTest(chex.TestCase):
             self.assertGreater(pvalue, P_MIN, f"category {category}")
         self.assertFalse(np.array_equal(noise[0], noise[1]))
 
+    @pytest.mark.slow
     def test_same_expected_gradient_as_straight_through_and_lower_variance(self):
         logits = jnp.array([0.5, -0.3, 0.1])
         weights = jnp.array([1.0, -2.0, 0.5])
@@ -179,6 +183,7 @@ class GumbelRaoTest(chex.TestCase):
         ("axis1", 5, None, None, 1),
         ("axis1_chunked", 6, 0.7, 7 * 36, 1),
     )
+    @pytest.mark.slow
     def test_backward_is_the_rao_blackwellised_softmax_of_the_conditional_noise(
         self, num_samples, temperature, chunk_variates=None, axis=2
     ):
@@ -219,6 +224,7 @@ class GumbelRaoTest(chex.TestCase):
         chex.assert_shape(grad_t, jnp.shape(tau))
         np.testing.assert_allclose(grad_t, expected_t, rtol=1e-4, atol=1e-5)
 
+    @pytest.mark.slow
     def test_a_zero_uniform_gives_a_finite_exponential_under_jit(self):
         # U = 0 (23 zero bits, one draw in 2**23) must give -log(tiny), not inf: XLA folds
         # (x - 1) + tiny into x - 1 under jit.
@@ -228,6 +234,7 @@ class GumbelRaoTest(chex.TestCase):
             np.testing.assert_allclose(e[:2], -np.log(np.finfo(np.float32).tiny), rtol=1e-6)
             self.assertTrue(np.all(np.isfinite(e)) and np.all(e > 0))
 
+    @pytest.mark.slow
     def test_gradient_finite_when_every_uniform_is_zero_and_a_probability_underflows(self):
         # All conditional exponentials at their largest value, and a category whose probability
         # underflows (1 / p = inf): the jitted backward pass once gave NaN here.
@@ -243,6 +250,7 @@ class GumbelRaoTest(chex.TestCase):
 
         chex.assert_tree_all_finite(jax.jit(jax.grad(loss))(logits))
 
+    @pytest.mark.slow
     def test_unrolled_threefry_is_jax_threefry(self):
         from jax.extend.random import threefry_2x32
 
@@ -253,6 +261,7 @@ class GumbelRaoTest(chex.TestCase):
         unrolled = jax.jit(_random.threefry_2x32)(seed[0], seed[1], counters, zeros)
         np.testing.assert_array_equal(jnp.concatenate(unrolled), expected)
 
+    @pytest.mark.slow
     def test_masked_logits_no_nan(self):
         logits = jnp.array([[0.5, -jnp.inf, 2.0, 0.0]] * 3)
 
@@ -273,6 +282,7 @@ class GumbelRaoTest(chex.TestCase):
 
 class ReinMaxTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_gradient_matches_the_formula(self):
         logits = np.array([0.5, -1.0, 2.0, 0.2])
         incoming = np.array([0.3, -1.2, 0.7, 2.0])
@@ -296,6 +306,7 @@ class ReinMaxTest(chex.TestCase):
             seen.add(int(one_hot.argmax()))
         self.assertGreater(len(seen), 1)  # the check covered several sampled categories
 
+    @pytest.mark.slow
     def test_gradient_along_another_axis_and_in_bfloat16(self):
         logits = jax.random.normal(jax.random.key(0), (4, 3))
         incoming = jax.random.normal(jax.random.key(1), (4, 3))
@@ -324,6 +335,7 @@ class ReinMaxTest(chex.TestCase):
         with self.assertRaisesRegex(ValueError, "`temperature` must be >= 1.0; got 0.5.*recommend"):
             estimators.reinmax(jax.random.key(0), jnp.zeros(3), 0.5)
 
+    @pytest.mark.slow
     def test_traced_temperature_below_one_is_used_as_given(self):
         grad = jax.jit(
             jax.grad(lambda x, t: jnp.sum(estimators.reinmax(jax.random.key(0), x, t) ** 2))
@@ -333,6 +345,7 @@ class ReinMaxTest(chex.TestCase):
 
 class SharedBehaviourTest(chex.TestCase):
     @parameterized.named_parameters(*[(name.replace("-", "_"), name) for name in estimators.NAMES])
+    @pytest.mark.slow
     def test_an_empty_batch_has_empty_samples_and_gradients(self, name):
         estimator = estimators.spec(name).bind()  # the temperature dropped where it has none
         logits = jnp.zeros((0, 5))
@@ -341,6 +354,7 @@ class SharedBehaviourTest(chex.TestCase):
         chex.assert_shape([y, grad], (0, 5))
 
     @parameterized.named_parameters(*[(name.replace("-", "_"), name) for name in estimators.NAMES])
+    @pytest.mark.slow
     def test_masked_and_extreme_inputs_finite(self, name):
         estimator = estimators.spec(name).bind()
         weights = jnp.arange(4.0)
@@ -368,6 +382,7 @@ class SharedBehaviourTest(chex.TestCase):
                 np.testing.assert_array_equal(np.asarray(grads[0][1, [1, 3]], np.float32), 0.0)
 
     @parameterized.named_parameters(*[(name.replace("-", "_"), name) for name in estimators.NAMES])
+    @pytest.mark.slow
     def test_annealing_does_not_recompile(self, name):
         estimator = estimators.spec(name).bind()
         chex.clear_trace_counter()  # the counter is keyed by code, shared by the parameters

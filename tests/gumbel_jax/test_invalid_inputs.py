@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import _checks, _ops, concrete, estimators, sample, schedules
@@ -63,6 +64,7 @@ def finite_part(y):
 
 class HelpersTest(parameterized.TestCase):
     @parameterized.named_parameters(*INVALID_ROWS)
+    @pytest.mark.slow
     def test_invalid_rows_finds_the_invalid_row_on_any_axis(self, row):
         logits = batch_with(row)
         np.testing.assert_array_equal(
@@ -89,6 +91,7 @@ class HelpersTest(parameterized.TestCase):
         )(x)
         self.assertTrue(bool(jnp.all(jnp.isnan(one_hot[1]))))
 
+    @pytest.mark.slow
     def test_the_pair_makes_every_gradient_nan(self):
         # In: logits and temperature; a where in between that zeroes masked entries; out.
         def fn(x, t):
@@ -107,6 +110,7 @@ class HelpersTest(parameterized.TestCase):
         self.assertTrue(bool(jnp.all(jnp.isnan(grad_x[1]))))
         self.assertTrue(bool(jnp.isnan(grad_t)))
 
+    @pytest.mark.slow
     def test_nan_gradient_where_invalid_keeps_values(self):
         x = jnp.array([[1.5, -INF, 0.0], [-INF, NAN, INF]])
         invalid = jnp.array([[False], [True]])
@@ -122,6 +126,7 @@ class HelpersTest(parameterized.TestCase):
         self.assertTrue(bool(jnp.all(jnp.isnan(tangent[1]))))
 
 
+@pytest.mark.slow
 class CategoricalInvalidRowsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*[(name.replace(".", "_"), name) for name in DIFFERENTIABLE])
@@ -189,6 +194,7 @@ class CategoricalInvalidRowsTest(chex.TestCase):
             chex.assert_tree_all_finite((y, grad))
 
 
+@pytest.mark.slow
 class TopKInvalidRowsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_unfilled_slots_hold_num_categories(self):
@@ -225,6 +231,7 @@ class TopKInvalidRowsTest(chex.TestCase):
         )
 
 
+@pytest.mark.slow
 class DensityInvalidRowsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_densities_and_kl_are_nan(self):
@@ -312,6 +319,7 @@ class ConcreteOptionsTest(chex.TestCase):
                     temperatures["temperature_p"],
                 )
 
+    @pytest.mark.slow
     def test_traced_temperature_is_still_unchecked_and_does_not_recompile(self):
         # Under jit the temperature is a tracer: no check, 0 gives NaN as documented.
         y = jax.jit(lambda t: sample.gumbel_softmax(KEY, jnp.zeros(3), t))(jnp.array(0.0))
@@ -338,6 +346,7 @@ class ConcreteOptionsTest(chex.TestCase):
         jax.jit(lambda t: seen.append(_checks.static_value(t)))(jnp.array(0.5))
         self.assertEqual(seen, [None])
 
+    @pytest.mark.slow
     def test_schedule_accepts_concrete_arrays_and_checks_them(self):
         schedule = schedules.exponential(jnp.array(1.0), rate=np.float32(0.0), minimum=0.5)
         self.assertEqual(float(schedule(10)), 1.0)

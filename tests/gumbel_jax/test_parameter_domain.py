@@ -9,6 +9,7 @@ newly registered one is held to the rule too.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import concrete, estimators, sample
@@ -46,6 +47,7 @@ def _sample_estimator_cases():
             yield f"{name}_{distribution}", name, distribution
 
 
+@pytest.mark.slow
 class TracedTemperatureTest(parameterized.TestCase):
     def assert_nan_values_and_gradients(self, fn, x, temperature):
         value = jax.jit(fn)(x, temperature)

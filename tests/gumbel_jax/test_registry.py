@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import estimators
@@ -138,6 +139,7 @@ class SpecTest(parameterized.TestCase):
             with self.assertRaises(ValueError):
                 estimators.parse_variant(bad)
 
+    @pytest.mark.slow
     def test_bind_gives_one_call_per_kind(self):
         key, logits = jax.random.key(0), jnp.array([[0.3, -1.0, 2.0]])
         bound = estimators.spec("gumbel-rao").bind({"num_samples": 4})

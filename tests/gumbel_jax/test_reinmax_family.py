@@ -13,6 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import stats
 
@@ -109,12 +110,14 @@ class RegistryTest(parameterized.TestCase):
             self.assertIn(s.name, estimators.names(kind="sample"))
 
     @parameterized.named_parameters(*[(n.replace("-", "_"), n) for n in NAMES])
+    @pytest.mark.slow
     def test_bound_call_runs(self, name):
         call = estimators.spec(name).bind({"num_samples": 4})
         y = call(jax.random.key(0), jnp.zeros((3, 4)), 0.5)
         chex.assert_trees_all_equal(y.sum(-1), jnp.ones(3))
 
 
+@pytest.mark.slow
 class GradientTest(parameterized.TestCase):
     @parameterized.product(name=NAMES, axis_and_temperature=((-1, 1.0), (1, 0.5), (0, 2.0)))
     def test_vjp_matches_the_formula(self, name, axis_and_temperature):
@@ -206,6 +209,7 @@ class GradientTest(parameterized.TestCase):
         self.assertEqual(float(jax.grad(loss)(0.8)), 0.0)
 
 
+@pytest.mark.slow
 class StatisticsTest(parameterized.TestCase):
     def _problem(self):
         logits = jnp.array([[0.4, -0.3, 1.1], [-1.0, 0.2, 0.0]])
@@ -267,6 +271,7 @@ class StatisticsTest(parameterized.TestCase):
 
 class ForwardTest(chex.TestCase, parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_exact_one_hot_in_every_dtype(self):
         logits = jax.random.normal(jax.random.key(0), (4, 6))
         for name in NAMES:
@@ -279,6 +284,7 @@ class ForwardTest(chex.TestCase, parameterized.TestCase):
                 np.testing.assert_array_equal(np.asarray(y, np.float32).sum(0), np.ones(6))
 
     @parameterized.named_parameters(*[(n.replace("-", "_"), n) for n in NAMES])
+    @pytest.mark.slow
     def test_forward_frequencies_match_softmax(self, name):
         logits = jnp.array([0.5, -1.0, 0.0, 1.2, -jnp.inf])
         fn = jax.jit(jax.vmap(lambda k: estimators.get(name)(k, logits, 0.5, num_samples=2)))
@@ -289,6 +295,7 @@ class ForwardTest(chex.TestCase, parameterized.TestCase):
         self.assertGreater(stats.chisquare(counts[:-1], expected).pvalue, P_MIN)
 
     @parameterized.named_parameters(*[(n.replace("-", "_"), n) for n in NAMES])
+    @pytest.mark.slow
     def test_jit_and_vmap(self, name):
         fn = estimators.get(name)
         logits = jax.random.normal(jax.random.key(1), (3, 5))
@@ -308,6 +315,7 @@ class ForwardTest(chex.TestCase, parameterized.TestCase):
         chex.assert_trees_all_equal(rows.sum(-1), jnp.ones(3))
 
     @parameterized.named_parameters(*[(n.replace("-", "_"), n) for n in NAMES])
+    @pytest.mark.slow
     def test_invalid_rows_are_nan(self, name):
         fn = estimators.get(name)
         logits = jnp.array(

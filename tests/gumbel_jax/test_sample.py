@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import stats
 
@@ -38,6 +39,7 @@ def chi_square_pvalue(counts, probs):
 
 class GumbelTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_shape_dtype_and_finite(self):
         draw = self.variant(
             lambda key: [sample.gumbel(key, (64, 3, 5), dtype) for _, dtype in FLOAT_DTYPES]
@@ -48,12 +50,14 @@ class GumbelTest(chex.TestCase):
             chex.assert_tree_all_finite(noise)
 
     @parameterized.named_parameters(("bfloat16", jnp.bfloat16), ("float16", jnp.float16))
+    @pytest.mark.slow
     def test_low_precision_is_float32_noise_rounded(self, dtype):
         key = jax.random.key(1)
         low = sample.gumbel(key, (10_000,), dtype)
         high = sample.gumbel(key, (10_000,), jnp.float32)
         np.testing.assert_array_equal(np.asarray(low), np.asarray(high.astype(dtype)))
 
+    @pytest.mark.slow
     def test_moments_and_distribution(self):
         n = 1_000_000
         noise = np.asarray(jax.jit(lambda k: sample.gumbel(k, (n,)))(jax.random.key(2)), np.float64)
@@ -73,6 +77,7 @@ class GumbelTest(chex.TestCase):
 class GumbelSoftmaxTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("first", 0), ("middle", 1), ("last", -1))
+    @pytest.mark.slow
     def test_shape_and_simplex(self, axis):
         logits = jax.random.normal(jax.random.key(0), (3, 4, 5))
         soft, hard = self.variant(
@@ -91,6 +96,7 @@ class GumbelSoftmaxTest(chex.TestCase):
         )
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_hard_is_exact_one_hot_in_every_dtype(self):
         logits = jax.random.normal(jax.random.key(0), (256, 7))
         key = jax.random.key(3)
@@ -115,6 +121,7 @@ class GumbelSoftmaxTest(chex.TestCase):
             )
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_hard_gradient_equals_soft_gradient(self):
         logits = jax.random.normal(jax.random.key(0), (16, 6))
         cotangent = jax.random.normal(jax.random.key(1), (16, 6))
@@ -132,6 +139,7 @@ class GumbelSoftmaxTest(chex.TestCase):
         self.assertGreater(float(jnp.abs(hard_grads[0]).max()), 1e-3)  # not trivially zero
 
     @parameterized.named_parameters(("gumbel_max", False), ("hard_gumbel_softmax", True))
+    @pytest.mark.slow
     def test_frequencies_match_softmax(self, via_softmax):
         logits = jnp.array([1.0, -0.5, 0.3, -jnp.inf, 2.0, 0.0])
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, logits.size))
@@ -146,6 +154,7 @@ class GumbelSoftmaxTest(chex.TestCase):
         self.assertGreater(chi_square_pvalue(counts[unmasked], probs[unmasked]), P_MIN)
 
     @parameterized.named_parameters(("soft", False), ("hard", True))
+    @pytest.mark.slow
     def test_masked_logits_no_nan(self, hard):
         logits = jnp.array([[0.5, -jnp.inf, 2.0, -jnp.inf, 0.0]] * 4)
         weights = jnp.arange(5.0)
@@ -163,6 +172,7 @@ class GumbelSoftmaxTest(chex.TestCase):
             np.testing.assert_array_equal(np.asarray(grads[0][:, [1, 3]]), 0.0)
 
     @parameterized.named_parameters(("soft", False), ("hard", True))
+    @pytest.mark.slow
     def test_extreme_inputs_finite(self, hard):
         logits = jnp.array([[1e4, -1e4, 0.0, 3.0], [-1e4, -1e4, -1e4, -1e4]])
 
@@ -178,6 +188,7 @@ class GumbelSoftmaxTest(chex.TestCase):
                 chex.assert_type(y, dtype)
                 chex.assert_tree_all_finite((y, grads))
 
+    @pytest.mark.slow
     def test_traced_temperature_does_not_recompile(self):
         chex.clear_trace_counter()
         logits = jax.random.normal(jax.random.key(0), (8, 5))
@@ -191,6 +202,7 @@ class GumbelSoftmaxTest(chex.TestCase):
         for temperature in (2.0, 1.0, 0.5, 0.1):
             loss_and_grad(jax.random.key(1), logits, jnp.float32(temperature))
 
+    @pytest.mark.slow
     def test_vmap_over_keys_matches_single_calls(self):
         keys = jax.random.split(jax.random.key(0), 4)
         logits = jax.random.normal(jax.random.key(1), (3, 5))
@@ -200,6 +212,7 @@ class GumbelSoftmaxTest(chex.TestCase):
         for i in range(4):
             np.testing.assert_array_equal(batched[i], single(keys[i]))
 
+    @pytest.mark.slow
     def test_zero_traced_temperature_gives_nan(self):
         # Documented: a traced temperature is not checked; 0 gives NaN.
         y = jax.jit(lambda t: sample.gumbel_softmax(jax.random.key(0), jnp.zeros(3), t))(0.0)
@@ -224,6 +237,7 @@ class GumbelSoftmaxTest(chex.TestCase):
             sample.gumbel_softmax(jax.random.key(0), jnp.float32(1.0))
 
 
+@pytest.mark.slow
 class GumbelMaxTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_one_hot_shape_and_dtype(self):
@@ -245,6 +259,7 @@ class GumbelMaxTest(chex.TestCase):
 class GumbelTopKTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("last", -1, (2, 6, 4)), ("middle", 1, (2, 4, 6)))
+    @pytest.mark.slow
     def test_shape_dtype_and_distinct(self, axis, expected_shape):
         logits = jax.random.normal(jax.random.key(0), (2, 6, 6))
         indices = self.variant(lambda k, x: sample.gumbel_top_k(k, x, 4, axis=axis))(
@@ -256,10 +271,12 @@ class GumbelTopKTest(chex.TestCase):
         for row in picks:
             self.assertLen(set(row.tolist()), 4)
 
+    @pytest.mark.slow
     def test_k_equal_to_num_categories_is_a_permutation(self):
         indices = sample.gumbel_top_k(jax.random.key(0), jnp.zeros((10, 5)), 5)
         np.testing.assert_array_equal(np.sort(np.asarray(indices), axis=-1), [list(range(5))] * 10)
 
+    @pytest.mark.slow
     def test_first_and_second_picks_follow_plackett_luce(self):
         logits = jnp.array([0.8, -0.4, 0.0, 1.2])
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, 4))
@@ -280,6 +297,7 @@ class GumbelTopKTest(chex.TestCase):
             chi_square_pvalue(pair_counts[off_diagonal], pair_probs[off_diagonal]), P_MIN
         )
 
+    @pytest.mark.slow
     def test_masked_categories_never_picked_while_others_remain(self):
         logits = jnp.array([[0.0, -jnp.inf, 1.0, -jnp.inf, -2.0]] * 500)
         indices = np.asarray(sample.gumbel_top_k(jax.random.key(0), logits, 3))

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import schedules
@@ -21,6 +22,7 @@ class ExponentialTest(chex.TestCase):
         ("paper", {"initial": 1.0, "rate": 1e-4, "minimum": 0.5, "every": 500}),
         ("hot_start", {"initial": 5.0, "rate": 1e-3, "minimum": 0.1, "every": 7}),
     )
+    @pytest.mark.slow
     def test_matches_formula(self, params):
         schedule = schedules.exponential(**params)
         full = {"initial": 1.0, "rate": 3e-5, "minimum": 0.5, "every": 1, **params}
@@ -32,6 +34,7 @@ class ExponentialTest(chex.TestCase):
         self.assertEqual(float(values[0]), full["initial"])
         self.assertEqual(float(values[-1]), np.float32(full["minimum"]))
 
+    @pytest.mark.slow
     def test_holds_between_updates_and_never_goes_below_the_floor(self):
         schedule = schedules.exponential(2.0, rate=1e-3, minimum=0.3, every=100)
         values = np.asarray(schedule(np.arange(5_000)))
@@ -41,6 +44,7 @@ class ExponentialTest(chex.TestCase):
         self.assertLen(np.unique(values[100:200]), 1)
         self.assertLess(values[100], values[99])
 
+    @pytest.mark.slow
     def test_traceable_in_scan_without_recompiling(self):
         chex.clear_trace_counter()
         schedule = schedules.exponential(1.0, rate=1e-2, minimum=0.5, every=3)

@@ -14,6 +14,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import diagnostics, estimators
@@ -55,6 +56,7 @@ def expected_over_tuples(surrogate_of, x, configurations, probs, num_samples):
     return jnp.tensordot(weights, values, 1), jnp.tensordot(weights, grads, 1)
 
 
+@pytest.mark.slow
 class ReinforceLooExactTest(parameterized.TestCase):
     @parameterized.named_parameters(("two_samples", 2), ("three_samples", 3))
     def test_categorical_unbiased_per_example_with_masked_category(self, num_samples):
@@ -142,6 +144,7 @@ def disarm_regions(logits):
     return np.stack(midpoints), np.asarray(weights)
 
 
+@pytest.mark.slow
 class DisarmExactTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("quadratic_toy", (4,), lambda b: jnp.sum((b - 0.49) ** 2, -1)),
@@ -189,6 +192,7 @@ class DisarmExactTest(parameterized.TestCase):
         np.testing.assert_allclose(grad, [1.5 * sigmoid], rtol=1e-6)
 
 
+@pytest.mark.slow
 class SamplingTest(chex.TestCase):
     """The public functions draw the right samples: their mean gradient is the exact one."""
 
@@ -266,6 +270,7 @@ class SamplingTest(chex.TestCase):
             np.testing.assert_allclose(batched, looped, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 class PerExampleAndInvalidValuesTest(chex.TestCase):
     @parameterized.named_parameters(
         ("reinforce_categorical", "reinforce", "categorical"),
@@ -397,6 +402,7 @@ class ValidationAndRegistryTest(parameterized.TestCase):
         with self.assertRaisesRegex(TypeError, "`logits` must have a floating dtype"):
             estimators.disarm(jax.random.key(0), jnp.arange(3), f)
 
+    @pytest.mark.slow
     def test_f_output_shape_names_expected_and_received(self):
         key, logits = jax.random.key(0), jnp.zeros((4, 2, 3))
         # Per (example, latent) is fine; including the category axis is not.

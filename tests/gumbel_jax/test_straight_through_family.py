@@ -18,6 +18,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 from scipy import special, stats
 
@@ -116,6 +117,7 @@ class RegistryTest(parameterized.TestCase):
         self.assertEqual(dict(estimators.spec("zgr").options), {})
         self.assertEqual(dict(estimators.spec("st-softmax").options), {})
 
+    @pytest.mark.slow
     def test_bind_drops_zgr_temperature_and_passes_the_gap(self):
         key, logits = jax.random.key(0), jax.random.normal(jax.random.key(1), (3, 4))
         bound = estimators.spec("zgr").bind()(key, logits, 0.5)
@@ -128,6 +130,7 @@ class RegistryTest(parameterized.TestCase):
         np.testing.assert_array_equal(grad, direct)
 
 
+@pytest.mark.slow
 class GradientTest(parameterized.TestCase):
     """The gradients against the papers' formulas, from the sample the estimator returned."""
 
@@ -339,6 +342,7 @@ class GradientTest(parameterized.TestCase):
 class ForwardTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.product(name=NAMES, axis=(0, -1))
+    @pytest.mark.slow
     def test_exact_one_hot_in_every_dtype(self, name, axis):
         logits = jax.random.normal(jax.random.key(0), (4, 6, 5))
 
@@ -354,6 +358,7 @@ class ForwardTest(chex.TestCase):
             np.testing.assert_array_equal(values.sum(axis=axis), 1.0)
 
     @parameterized.parameters(*NAMES)
+    @pytest.mark.slow
     def test_categorical_frequencies_match_softmax(self, name):
         logits = jnp.array([1.0, -0.5, -jnp.inf, 0.3, 2.0])
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, 5))
@@ -367,6 +372,7 @@ class ForwardTest(chex.TestCase):
         self.assertGreater(chi_square_pvalue(counts[unmasked], probs), P_MIN)
 
     @parameterized.parameters(*NAMES)
+    @pytest.mark.slow
     def test_bernoulli_frequencies_match_sigmoid(self, name):
         logits = jnp.array([-3.0, -0.5, 0.0, 0.7, 2.5, -jnp.inf, jnp.inf])
         batch = jnp.broadcast_to(logits, (NUM_SAMPLES, 7))
@@ -381,6 +387,7 @@ class ForwardTest(chex.TestCase):
             self.assertGreater(pvalue, P_MIN, f"log-odds {logits[i]}: {ones} ones")
 
     @parameterized.parameters(*NAMES)
+    @pytest.mark.slow
     def test_jit_vmap_and_grad(self, name):
         logits = jax.random.normal(jax.random.key(0), (3, 5)).at[0, 1].set(-jnp.inf)
         weights = jnp.arange(5.0)
@@ -406,6 +413,7 @@ class ForwardTest(chex.TestCase):
         np.testing.assert_array_equal(per_row.sum(-1), 1.0)
 
     @parameterized.parameters(*WITH_TEMPERATURE)
+    @pytest.mark.slow
     def test_traced_temperature_does_not_recompile(self, name):
         chex.clear_trace_counter()
 
@@ -426,6 +434,7 @@ class ForwardTest(chex.TestCase):
         chex.assert_shape([y, grad], (0, 5))
 
 
+@pytest.mark.slow
 class MaskedAndExtremeTest(chex.TestCase):
     @parameterized.parameters(*NAMES)
     def test_masked_and_extreme_inputs_finite_in_every_dtype(self, name):
@@ -502,6 +511,7 @@ class MaskedAndExtremeTest(chex.TestCase):
                 )
 
 
+@pytest.mark.slow
 class InvalidInputsTest(chex.TestCase):
     VALID_ROW = (0.5, -INF, 2.0, 0.0)
     INVALID_ROWS = (
@@ -569,6 +579,7 @@ class BadInputsTest(parameterized.TestCase):
         with self.assertRaisesRegex(TypeError, "`gap` must be a real number"):
             estimators.gapped_st(jax.random.key(0), jnp.zeros(3), gap=gap)
 
+    @pytest.mark.slow
     def test_gap_as_a_concrete_array_is_accepted(self):
         key, logits = jax.random.key(0), jnp.zeros(3)
         np.testing.assert_array_equal(

@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gumbel_jax import sample
@@ -41,6 +42,7 @@ def k_hot_of(indices, num_categories):
 class RelaxedTopKTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("first", 0), ("middle", 1), ("last", -1))
+    @pytest.mark.slow
     def test_shape_dtype_and_sums_to_k(self, axis):
         logits = jax.random.normal(jax.random.key(0), (6, 7, 6))
         soft, hard = self.variant(
@@ -56,6 +58,7 @@ class RelaxedTopKTest(chex.TestCase):
         np.testing.assert_array_equal(np.asarray(hard.sum(axis)), 3.0)
 
     @parameterized.named_parameters(("cold", 0.3), ("warm", 1.0), ("hot", 5.0))
+    @pytest.mark.slow
     def test_soft_matches_the_papers_algorithm(self, temperature):
         logits = jax.random.normal(jax.random.key(0), (200, 8)) * 2.0
         key = jax.random.key(2)
@@ -65,6 +68,7 @@ class RelaxedTopKTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("last", -1), ("first", 0))
+    @pytest.mark.slow
     def test_hard_is_the_k_hot_of_gumbel_top_k_in_every_dtype(self, axis):
         logits = jax.random.normal(jax.random.key(0), (10, 256))
         logits = logits if axis == -1 else logits.T  # 256 categories on `axis`
@@ -88,6 +92,7 @@ class RelaxedTopKTest(chex.TestCase):
                 np.moveaxis(np.asarray(hard.astype(jnp.float32)), axis, -1), expected
             )
 
+    @pytest.mark.slow
     def test_hard_frequencies_are_gumbel_top_k_frequencies(self):
         # Same key, same draws: the inclusion counts of the hard samples are gumbel_top_k's.
         logits = jnp.broadcast_to(jnp.array([0.8, -0.4, 0.0, 1.2, -jnp.inf]), (50_000, 5))
@@ -100,6 +105,7 @@ class RelaxedTopKTest(chex.TestCase):
         self.assertEqual(float(hard[:, 4].sum()), 0.0)  # the masked category
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow
     def test_hard_gradient_equals_soft_gradient(self):
         logits = jax.random.normal(jax.random.key(0), (16, 6))
         cotangent = jax.random.normal(jax.random.key(1), (16, 6))
@@ -116,11 +122,13 @@ class RelaxedTopKTest(chex.TestCase):
             np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-6, atol=1e-7)
         self.assertGreater(float(jnp.abs(hard_grads[0]).max()), 1e-3)  # not trivially zero
 
+    @pytest.mark.slow
     def test_gradient_matches_finite_differences(self):
         fn = lambda x, t: sample.relaxed_top_k(jax.random.key(5), x, 3, t)
         logits = jnp.array([0.3, -1.0, 2.0, 0.5, -0.2])
         jax.test_util.check_grads(fn, (logits, 0.8), order=1, modes=("rev",), rtol=1e-2)
 
+    @pytest.mark.slow
     def test_k_equal_to_the_number_of_categories(self):
         logits = jax.random.normal(jax.random.key(0), (20, 5))
         key = jax.random.key(6)
@@ -132,6 +140,7 @@ class RelaxedTopKTest(chex.TestCase):
             jax.grad(lambda x: jnp.sum(sample.relaxed_top_k(key, x, 5) * x))(logits)
         )
 
+    @pytest.mark.slow
     def test_low_temperature_tends_to_the_k_hot(self):
         logits = jax.random.normal(jax.random.key(0), (100, 8))
         key = jax.random.key(7)
@@ -140,6 +149,7 @@ class RelaxedTopKTest(chex.TestCase):
         np.testing.assert_allclose(soft, hard, rtol=0, atol=1e-3)
 
     @parameterized.named_parameters(("soft", False), ("hard", True))
+    @pytest.mark.slow
     def test_masked_categories_never_chosen_and_no_nan(self, hard):
         logits = jnp.array(
             [[0.5, -jnp.inf, 2.0, -jnp.inf, 0.0, 1e4], [-1e4, -jnp.inf, 1.0, 0.0, 3.0, -jnp.inf]]
@@ -161,6 +171,7 @@ class RelaxedTopKTest(chex.TestCase):
             np.testing.assert_array_equal(np.asarray(grads[0][0, [1, 3]]), 0.0)
 
     @parameterized.named_parameters(("soft", False), ("hard", True))
+    @pytest.mark.slow
     def test_extreme_inputs_finite_in_every_dtype(self, hard):
         logits = jnp.array([[1e4, -1e4, 0.0, 3.0], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 0.0, -1e4]])
 
@@ -179,6 +190,7 @@ class RelaxedTopKTest(chex.TestCase):
                     np.asarray(y.astype(jnp.float32)).sum(-1), 2.0, rtol=0, atol=2e-2
                 )
 
+    @pytest.mark.slow
     def test_a_dominant_logit_follows_the_exact_relaxation(self):
         # With a logit 1e4 above the others, 1 - a_1 rounds to 0 in any float, but the exact
         # down-weighted score alpha_2 = alpha_1 + log(1 - a_1) is (up to e^-25) the same as with
@@ -188,6 +200,7 @@ class RelaxedTopKTest(chex.TestCase):
         reference = reference_relaxed_top_k(key, np.array([25.0, 0.0, 0.0, 0.0]), 3, 1.0)
         np.testing.assert_allclose(soft, reference, rtol=1e-4, atol=1e-5)
 
+    @pytest.mark.slow
     def test_invalid_rows_are_nan_and_leave_other_rows_alone(self):
         logits = jnp.array(
             [
@@ -213,6 +226,7 @@ class RelaxedTopKTest(chex.TestCase):
             )(0.5)
             self.assertTrue(bool(jnp.isnan(tau_grad)))  # a temperature shared with invalid rows
 
+    @pytest.mark.slow
     def test_bfloat16_is_computed_in_float32(self):
         logits = jax.random.normal(jax.random.key(0), (50, 6)).astype(jnp.bfloat16)
         key = jax.random.key(12)
@@ -221,6 +235,7 @@ class RelaxedTopKTest(chex.TestCase):
         chex.assert_type(low, jnp.bfloat16)
         np.testing.assert_array_equal(np.asarray(low), np.asarray(high.astype(jnp.bfloat16)))
 
+    @pytest.mark.slow
     def test_zero_size_batch(self):
         logits = jnp.zeros((0, 4, 5))
         for hard in (False, True):
@@ -228,6 +243,7 @@ class RelaxedTopKTest(chex.TestCase):
             chex.assert_shape(jax.jit(fn)(logits), (0, 4, 5))
             chex.assert_shape(jax.grad(lambda x, fn=fn: jnp.sum(fn(x)))(logits), (0, 4, 5))
 
+    @pytest.mark.slow
     def test_traced_temperature_does_not_recompile(self):
         chex.clear_trace_counter()
         logits = jax.random.normal(jax.random.key(0), (8, 5))
@@ -241,6 +257,7 @@ class RelaxedTopKTest(chex.TestCase):
         for temperature in (2.0, 1.0, 0.5, 0.1):
             loss_and_grad(jax.random.key(1), logits, jnp.float32(temperature))
 
+    @pytest.mark.slow
     def test_vmap_over_keys_matches_single_calls(self):
         keys = jax.random.split(jax.random.key(0), 4)
         logits = jax.random.normal(jax.random.key(1), (3, 5))
