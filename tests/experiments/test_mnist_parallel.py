@@ -117,12 +117,12 @@ ONE_PROCESS = textwrap.dedent(
     """
     import sys
     import jax, numpy as np
-    from experiments.mnist import cli, train, update
+    from experiments.mnist import cli, train
 
     fit, held = train.fit, {}
-    def keep_state(*args, **kwargs):
-        held["state"] = fit(*args, **kwargs)
-        return held["state"]
+    def keep_state(*args, **kwargs):  # fit, keeping the state of each epoch it yields
+        for held["state"], result in fit(*args, **kwargs):
+            yield held["state"], result
     train.fit = keep_state
     status = cli.main(sys.argv[2:])
     leaves = jax.tree.leaves(held["state"].params)
