@@ -330,7 +330,7 @@ def execute(
         runs = grid.dataset_folder(plan.root, plan.dataset)
         print(f"{title} from {data.source}; runs in {runs}", flush=True)
         enable_compilation_cache(plan.compilation_cache, plan.root)
-    if plan.phase in ("tune", "all"):
+    if plan.phase in ("tune", "all") and plan.tune_runs:  # a table with fixed settings has none
         tune_data = _limited(validation_split(data), plan.limit_examples)
         train_runs(plan.tune_runs, tune_data, **plan.config_options)
     choices = plan.choices()
