@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import math
 import os
 import socket
 import urllib.parse
@@ -504,18 +503,19 @@ def binarize(key: jax.Array, images: jax.Array, mode: str) -> jax.Array:
     Returns:
       float32 ``[batch, rows, cols, channels]``.
     """
-    levels = images[..., None] if images.ndim == 3 else images
+    shape = (*images.shape, 1) if images.ndim == 3 else images.shape
+    # The arithmetic on flat pixels ``[batch, pixels]``, shaped at the end: XLA on CPU runs
+    # elementwise work on a trailing axis of size 1 several times slower.
+    levels = images.reshape(shape[0], -1)
     if mode != "dynamic":
-        return levels.astype(jnp.float32) / 255.0
+        return (levels.astype(jnp.float32) / 255.0).reshape(shape)
     uniform16 = _binarization_uniforms(key, levels.shape)
     thresholds = (levels.astype(jnp.uint32) * 65536 + 127) // 255
-    return (uniform16.astype(jnp.uint32) < thresholds).astype(jnp.float32)
+    return (uniform16.astype(jnp.uint32) < thresholds).astype(jnp.float32).reshape(shape)
 
 
-def _binarization_uniforms(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """uint16 uniform integers of ``shape`` ``[batch, ...]``, two per 32-bit random word (drawn
-    per image, flat, then shaped)."""
-    batch, pixels = shape[0], math.prod(shape[1:])
+def _binarization_uniforms(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """uint16 uniform integers ``[batch, pixels]``, two per 32-bit random word."""
+    batch, pixels = shape
     words = jax.random.bits(key, (batch, (pixels + 1) // 2), jnp.uint32)
-    uniforms = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(batch, -1)[:, :pixels]
-    return uniforms.reshape(shape)
+    return jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(batch, -1)[:, :pixels]
