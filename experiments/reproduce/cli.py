@@ -138,9 +138,14 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
         "--tune-lr-schedules",
         nargs="+",
         choices=LR_SCHEDULES,
-        default=grid.TUNE_LR_SCHEDULES,
+        default=None,
         metavar="SCHEDULE",
-        help="learning-rate schedules to try: constant, cosine (decayed to 0 over the run)",
+        help="learning-rate schedules to try: constant, cosine (decayed to 0 over the run) "
+        "(default: "
+        + "; ".join(
+            f"{' '.join(t.lr_schedules)} for {name}" for name, t in grid.TABLES.items() if t.tuned
+        )
+        + ")",
     )
     tuning.add_argument(
         "--tune-temperatures",
@@ -353,7 +358,7 @@ def plan_from_args(args: argparse.Namespace, given: frozenset[str] = frozenset()
     if args.limit_examples is not None:
         root = root / f"limit{args.limit_examples}"
     variants = args.variants
-    lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules))
+    lr_schedules = tuple(dict.fromkeys(args.tune_lr_schedules or table.lr_schedules))
     tune_runs = tuple(
         grid.tune_run(root, v, c, epochs=args.tune_epochs, table=table, dataset=args.dataset)
         for v in variants

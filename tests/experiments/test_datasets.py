@@ -208,6 +208,7 @@ def test_a_run_saved_before_the_setting_existed_resumes_as_mnist(tmp_path):
 
 def _plan(tmp_path, *extra):
     argv = ["--phase", "report", "--estimators", "st", "--tune-lrs", "1e-3"]
+    argv += ["--tune-lr-schedules", "constant"]
     argv += ["--tune-temperatures", "1.0", "--tune-epochs", "2", "--epochs", "2", "--seeds", "0"]
     argv += ["--root", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), *extra]
     return reproduce_cli.plan_from_args(reproduce_cli.build_parser().parse_args(argv))

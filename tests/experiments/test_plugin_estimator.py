@@ -173,6 +173,7 @@ def test_a_spec_temperature_floor_refuses_a_lower_temperature_min(plugin, tmp_pa
 
 def test_the_campaign_takes_plugins_and_registered_estimators_with_their_grids(plugin, tmp_path):
     argv = ["--root", str(tmp_path), "--tune-lrs", "1e-3", "--floored-temperatures", "2.0"]
+    argv += ["--tune-lr-schedules", "constant"]
     argv += ["--estimators", "st", f"{plugin}:MY_SPEC[sharpness=2.0]", f"{plugin}:FLOORED"]
     argv += [f"{plugin}:WITHOUT_TEMPERATURE", "gumbel-rao[num_samples=100]", "reinforce-loo"]
     argv += ["gumbel-rao[num_samples=7]"]

@@ -58,7 +58,7 @@ def test_tiny_campaign_writes_the_report_and_skips_finished_runs(tmp_path, mnist
     args = [
         "--estimators", "st", "reinmax",
         "--epochs", 1, "--tune-epochs", 1, "--seeds", 0,
-        "--tune-lrs", 1e-3,
+        "--tune-lrs", 1e-3, "--tune-lr-schedules", "constant",
         "--tune-temperatures", "1.0:0.5", "0.5",
         "--reinmax-temperatures", "1.5",
         "--eval-samples", 4,
@@ -184,6 +184,19 @@ def test_the_learning_rate_schedule_is_a_tuning_dimension_named_only_when_not_co
     assert grid.candidates(st, (1e-3,), (schedule,), ()) == grid_[:1]  # constant by default
     run = grid.final_run(Path("r"), st, grid_[1], seed=0, epochs=3)
     assert run.config(eval_samples=1, data_dir=None, progress=False).lr_schedule == "cosine"
+
+
+def test_each_table_tunes_its_learning_rate_schedules_unless_the_flag_names_others(tmp_path):
+    def schedules(*argv):
+        argv = ["--phase", "report", "--estimators", "st", "--root", str(tmp_path), *argv]
+        plan = cli.plan_from_args(cli.build_parser().parse_args(argv))
+        return sorted({run.candidate.lr_schedule for run in plan.tune_runs})
+
+    assert grid.TABLES["categorical"].lr_schedules == ("constant", "cosine")
+    assert schedules() == ["constant", "cosine"]
+    assert schedules("--latent-type", "bernoulli") == ["constant"]
+    assert schedules("--tune-lr-schedules", "cosine") == ["cosine"]
+    assert schedules("--latent-type", "bernoulli", "--tune-lr-schedules", "cosine") == ["cosine"]
 
 
 def test_a_run_saved_before_lr_schedule_existed_is_a_constant_rate_run(tmp_path):
@@ -471,7 +484,7 @@ def test_score_function_estimators_are_tuned_over_learning_rates_only():
 
 def test_the_binary_table_trains_the_disarm_papers_model_and_reports_its_latent_type(tmp_path):
     table = grid.TABLES["bernoulli"]
-    assert table.variants == ("relaxed", "st", "reinforce-loo", "disarm")
+    assert table.variants == ("relaxed", "st", "zgr", "reinforce-loo", "disarm", "rebar", "relax")
     disarm = grid.VARIANTS["disarm"]
     (candidate,) = grid.candidates(disarm, (1e-3,), (), ())
     tune = [grid.tune_run(tmp_path, disarm, candidate, epochs=2, table=table)]
@@ -513,6 +526,7 @@ def test_a_campaign_that_lost_runs_says_so_in_its_exit_status(tmp_path, capsys):
     status is 3 and the last line names both failed runs."""
     argv = ["--phase", "report", "--estimators", "st", "--tune-lrs", "1e-3", "1.0"]
     argv += ["--tune-temperatures", "1.0:0.5", "--tune-epochs", "2", "--epochs", "2"]
+    argv += ["--tune-lr-schedules", "constant"]
     argv += ["--seeds", "0", "1", "--root", str(tmp_path / "runs")]
     argv += ["--results", str(tmp_path / "results")]
     plan = cli.plan_from_args(cli.build_parser().parse_args(argv))
