@@ -25,6 +25,8 @@ REPORTS = [
     ROOT / "results" / "reproduction.md",
     ROOT / "results" / "cosine" / "reproduction.md",
     ROOT / "results" / "binary" / "reproduction.md",
+    # The reference runs set beside the tutorial protocol (experiments.reproduce.reference_runs).
+    ROOT / "results" / "tutorial" / "reference_runs.md",
 ]
 # The line .ci/run looks for in README.md.
 TEST_COMMAND = (
