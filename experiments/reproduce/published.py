@@ -13,15 +13,10 @@ both papers:
 Binary table: no figure is set beside it (the table's ``published_note``,
 ``experiments.reproduce.grid.TABLES``, says why).
 
-The tutorial's protocol: the ReinMax paper's own figures (Liu et al., NeurIPS 2023,
-https://arxiv.org/abs/2304.08612) could not be read here. Beside ours are the runs of the same
-protocol that the ReinMax-Rao/CV authors released (Wang and Bui 2026,
-https://arxiv.org/abs/2603.08257; github.com/danielwang0452/DiscreteNumericalMethodsASC at commit
-62697d1, ``results/results_seed{0..9}_{method}_cat10_lat30_optRAdam_lr{lr}_temp{t}.txt``, PyTorch,
-the ReinMax paper's settings): the test negative ELBO after epoch 160 (column 3 of each file: one
-hard sample, the analytic KL, as ours), averaged over their 10 seeds by us. Their Gumbel-Rao draws
-100 samples where ours draws 10. Their ST without Gumbel noise trained at lr 0.007 (136.45 nats);
-ours at 7e-4, so that row has nothing beside it.
+The tutorial's protocol: the ReinMax paper's own figures could not be read here; beside ours are
+the runs of the same protocol that the ReinMax-Rao/CV authors released, as
+:mod:`experiments.reproduce.reference_runs` averages them (it says where they come from; the
+table's ``published_note`` says how they differ from ours).
 """
 
 from __future__ import annotations
