@@ -304,9 +304,9 @@ def markdown(summary: Summary) -> str:
         lines += _tuning_table(summary)
     if summary.training_hours is not None:
         tuning, final = summary.training_hours
-        parts = f" ({tuning:.1f} tuning, {final:.1f} final runs;" if table.tuned else " ("
+        parts = f"{tuning:.1f} tuning, {final:.1f} final runs; " if table.tuned else ""
         lines += [
-            f"Training time: {tuning + final:.1f} hours of training steps{parts} evaluation not "
+            f"Training time: {tuning + final:.1f} hours of training steps ({parts}evaluation not "
             "counted).",
             "",
         ]

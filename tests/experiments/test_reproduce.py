@@ -623,6 +623,7 @@ def test_the_tutorial_protocols_report_names_its_protocol_and_has_no_tuning(tmp_
     assert "| ReinMax | 106.00 ± 1.00 |" in text and "| Settings | Published |" in text
     assert "Tuning (validation" not in text and "tuning," not in text
     assert "could not be read here" in text and "| Wang 2026 runs ReinMax 100.8 |" in text
+    assert "hours of training steps (evaluation not counted)." in text
 
 
 def test_tuning_runs_written_before_the_valid_names_still_score(tmp_path):
