@@ -140,7 +140,8 @@ class Table:
       variants: names of the :data:`VARIANTS` it compares, in the table's order.
       title: the table's heading, with ``{dataset}`` where the data set's title goes (the data
         set is the campaign's, not the table's: :meth:`heading`).
-      root: default folder of its runs.
+      root: default folder of its runs (under ``results/``: their records are committed beside
+        the report, not their checkpoints or pictures; see ``.gitignore``).
       results: default folder of its report.
       eval_samples: default ``k`` of the final IWAE bound.
       published_note: how the published numbers beside the table's differ in protocol.
@@ -380,7 +381,7 @@ TABLES: dict[str, Table] = {
             "relax",
         ),
         title="categorical VAE on {dataset}, 20x10 latents",
-        root="runs/reproduce",
+        root="results/runs",
         results="results",
         eval_samples=Config.eval_samples,
         published_note="The published numbers are for static binarization and other architectures.",
@@ -396,7 +397,7 @@ TABLES: dict[str, Table] = {
         activation="leaky_relu",
         variants=("relaxed", "st", "zgr", "reinforce-loo", "disarm", "rebar", "relax"),
         title="binary VAE on {dataset}, 200 Bernoulli latents (DisARM's nonlinear model)",
-        root="runs/reproduce/binary",
+        root="results/binary/runs",
         results="results/binary",
         eval_samples=100,  # the DisARM paper's test bound
         published_note="The DisARM paper trains this model on dynamically binarized MNIST too, "
@@ -425,7 +426,7 @@ TABLES: dict[str, Table] = {
         ),
         title="the tutorial's protocol: categorical VAE on grey-level {dataset}, 30x10 latents, "
         "160 epochs, RAdam, the ReinMax paper's settings",
-        root="runs/reproduce/tutorial",
+        root="results/tutorial/runs",
         results="results/tutorial",
         eval_samples=Config.eval_samples,
         published_note="The ReinMax paper's MNIST-VAE figures for this column (Liu et al., "
@@ -522,7 +523,7 @@ class CampaignRun:
 def dataset_folder(folder: Path, dataset: str) -> Path:
     """Where a data set's runs, or its report, go in ``folder``: ``folder`` itself for MNIST (as
     before other data sets existed, so that MNIST campaigns keep their runs and reports),
-    ``folder/<dataset>`` for any other: ``runs/reproduce/fashion_mnist/final/...``. The runs of two
+    ``folder/<dataset>`` for any other: ``results/runs/fashion_mnist/final/...``. The runs of two
     data sets never share a folder."""
     return folder if dataset == DEFAULT_DATASET else folder / dataset
 
