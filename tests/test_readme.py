@@ -31,7 +31,7 @@ REPORTS = [
 # The line .ci/run looks for in README.md.
 TEST_COMMAND = (
     'pip install -e ".[test]" && ruff check . && ruff format --check . '
-    "&& python -m pytest --durations=15"
+    "&& python -m pytest -n auto --maxprocesses 4 --durations=15"
 )
 
 
