@@ -131,10 +131,16 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def device_description() -> str:
-    """The device runs are timed on, e.g. ``cpu (2 cores)`` or ``gpu (NVIDIA H100 80GB HBM3)``."""
+    """The device runs are timed on, e.g. ``cpu (2 cores)`` or ``gpu (NVIDIA H100 80GB HBM3)``.
+
+    On a CPU, the cores are those this process may run on (``taskset -c 0`` gives ``cpu (1
+    core)``), not all the machine's.
+    """
     device = jax.devices()[0]
     if device.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores)"
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        cores = len(usable) if usable else os.cpu_count()
+        return f"cpu ({cores} core{'s' if cores != 1 else ''})"
     return f"{device.platform} ({device.device_kind})"
 
 

@@ -637,3 +637,11 @@ def test_tuning_runs_written_before_the_valid_names_still_score(tmp_path):
     assert "valid/neg_elbo" in outputs.read_metrics(new.workdir)[-1]
     assert [campaign.status(run) for run in (old, new)] == ["finished", "finished"]
     assert [campaign.validation_score(run) for run in (old, new)] == [101.0, 102.0]
+
+
+@pytest.mark.parametrize(("usable", "expected"), [({0}, "cpu (1 core)"), ({0, 1}, "cpu (2 cores)")])
+def test_the_device_names_the_cores_this_process_may_use(monkeypatch, usable, expected):
+    # A campaign pinned to one core (taskset -c 0) times its epochs on one core, whatever the
+    # machine has; the report's s/epoch column says so.
+    monkeypatch.setattr(campaign.os, "sched_getaffinity", lambda pid: usable, raising=False)
+    assert campaign.device_description() == expected
