@@ -25,6 +25,7 @@ REPORTS = [
     ROOT / "results" / "reproduction.md",
     ROOT / "results" / "cosine" / "reproduction.md",
     ROOT / "results" / "binary" / "reproduction.md",
+    ROOT / "results" / "tutorial" / "reproduction.md",
     # The reference runs set beside the tutorial protocol (experiments.reproduce.reference_runs).
     ROOT / "results" / "tutorial" / "reference_runs.md",
 ]
