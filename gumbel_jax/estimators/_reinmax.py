@@ -18,11 +18,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gumbel_jax import _checks, _ops, _random, sample
+from gumbel_jax import _checks, _ops, _random
 from gumbel_jax.estimators import _binary
 from gumbel_jax.estimators._gumbel_rao import _rao_blackwell_bwd
 from gumbel_jax.estimators._spec import DISTRIBUTIONS, Spec, register
-from gumbel_jax.estimators._straight_through import one_hot_sample
+from gumbel_jax.estimators._straight_through import one_hot_sample, one_hot_sample_and_noise
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -423,8 +423,7 @@ def reinmax_cv(
     num_samples = _checks.positive_int(num_samples, name="num_samples")
     invalid = _ops.invalid_rows(x, axis, tau)
     x = _ops.nan_gradient_where_invalid(x, invalid)
-    hard = one_hot_sample(key, x, axis)
-    noise = sample.gumbel(key, x.shape, x.dtype)  # one_hot_sample's noise: D = argmax(x + noise)
+    hard, noise = one_hot_sample_and_noise(key, x, axis)  # D = argmax(x + noise)
     one_hot = _reinmax_cv_one_hot(
         x, tau, jnp.asarray(eta, x.dtype), hard, noise, _noise_seed(key), num_samples, axis
     )

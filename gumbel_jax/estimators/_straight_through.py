@@ -122,8 +122,17 @@ def one_hot_sample(key: jax.Array, logits: jax.Array, axis: int) -> jax.Array:
     of their own result; a ``NaN``-free one-hot here keeps Gumbel-Rao's ``_conditional_gumbel``
     fast (with the ``NaN``, XLA fuses its backward pass about 40% slower on CPU).
     """
+    return one_hot_sample_and_noise(key, logits, axis)[0]
+
+
+def one_hot_sample_and_noise(
+    key: jax.Array, logits: jax.Array, axis: int
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`one_hot_sample` and the standard Gumbel noise ``G`` that drew it
+    (``argmax(logits + G)``), both of the shape of ``logits``, for an estimator whose backward
+    pass reuses the forward noise."""
     noise = sample.gumbel(key, logits.shape, logits.dtype)
-    return jax.lax.stop_gradient(_ops.one_hot_argmax(logits + noise, axis, logits.dtype))
+    return jax.lax.stop_gradient(_ops.one_hot_argmax(logits + noise, axis, logits.dtype)), noise
 
 
 def st_softmax(
