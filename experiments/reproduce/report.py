@@ -110,8 +110,10 @@ def summarize(
       ``latent_type: "bernoulli"``.
     """
     results, curves, missing, failed, running = {}, {}, [], [], []
+    ended = []  # the final runs that finished or diverged: those whose training time counts
     for name, runs in final_runs.items():
         states = {run: campaign.status(run) for run in runs}
+        ended.extend(run for run in runs if states[run] in ("finished", "failed"))
         finished = [run for run in runs if states[run] == "finished"]
         failed.extend(run.title for run in runs if states[run] == "failed")
         unfinished = [run.title for run in runs if states[run] not in ("finished", "failed")]
@@ -132,8 +134,7 @@ def summarize(
         )
     hours = None
     if tune_runs is not None:
-        reported = [run for runs in final_runs.values() for run in runs]
-        hours = (_training_hours(tune_runs), _training_hours(reported))
+        hours = (_training_hours(tune_runs), _training_hours(ended))
     return Summary(
         results,
         curves,

@@ -645,3 +645,25 @@ def test_the_device_names_the_cores_this_process_may_use(monkeypatch, usable, ex
     # machine has; the report's s/epoch column says so.
     monkeypatch.setattr(campaign.os, "sched_getaffinity", lambda pid: usable, raising=False)
     assert campaign.device_description() == expected
+
+
+def test_the_training_time_counts_the_runs_that_ended_not_those_still_training(tmp_path):
+    # A report rebuilt from committed records (finished runs only) must equal the one written
+    # beside a worker still training: a half-trained run's epochs are not counted.
+    table = grid.TABLES["bernoulli"]
+    disarm = grid.VARIANTS["disarm"]
+    (candidate,) = grid.candidates(disarm, (1e-3,), (), ())
+    tune = [grid.tune_run(tmp_path, disarm, candidate, epochs=2, table=table)]
+    _write_run(tune[0], [150.0, 120.0])
+    final = {
+        "disarm": [
+            grid.final_run(tmp_path, disarm, candidate, seed=s, epochs=2, table=table)
+            for s in (0, 1)
+        ]
+    }
+    _write_run(final["disarm"][0], [130.0, 110.0])
+    _write_run(final["disarm"][1], [130.0], final=False)  # epoch 1 of 2: still training
+    summary = report.summarize(final, campaign.choose(tune), table=table, tune_runs=tune)
+    assert summary.running == (("disarm", 1, 2),)
+    # _write_run's epochs take 3 and 4 seconds: 7 s per run that ended.
+    assert summary.training_hours == pytest.approx((7 / 3600, 7 / 3600))
