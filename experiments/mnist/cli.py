@@ -309,7 +309,7 @@ def check_contradictions(config: Config, given: frozenset[str]) -> None:
       ValueError: one line naming both flags.
     """
     spec = config.spec()
-    if spec.kind == "surrogate" or not spec.uses_temperature:
+    if not spec.anneals_temperature:
         why = (
             "a surrogate estimator samples exactly, with no annealed temperature"
             if spec.kind == "surrogate"
@@ -518,5 +518,6 @@ def _print_outputs(config: Config, final: dict[str, Any], checkpoint_dir: str) -
     print(
         f"Final: test negative ELBO {final['test/neg_elbo']:.2f} nats, IWAE bound "
         f"{final['test/nll_iwae']:.2f} nats (k={final['iwae_samples']}), "
-        f"train loss {final['train/loss']:.2f}, temperature {final['temperature']:.3f}"
+        f"train loss {final['train/loss']:.2f}"
+        + (f", temperature {final['temperature']:.3f}" if config.spec().anneals_temperature else "")
     )

@@ -436,11 +436,11 @@ def epoch_record(
 def epoch_line(record: dict[str, Any], config: Config) -> str:
     """The line printed after an epoch."""
     split = outputs.evaluated_on(record)
-    line = (
-        f"epoch {record['epoch']}/{config.epochs}  step {record['step']}  "
-        f"temperature {record['temperature']:.3f}  train/loss {record['train/loss']:.2f}  "
-        f"{split}/neg_elbo {record[f'{split}/neg_elbo']:.2f}"
-    )
+    line = f"epoch {record['epoch']}/{config.epochs}  step {record['step']}  "
+    if config.spec().anneals_temperature:  # the others ignore it
+        line += f"temperature {record['temperature']:.3f}  "
+    line += f"train/loss {record['train/loss']:.2f}  "
+    line += f"{split}/neg_elbo {record[f'{split}/neg_elbo']:.2f}"
     if f"{split}/nll_iwae" in record:
         line += f"  {split}/nll_iwae {record[f'{split}/nll_iwae']:.2f} (k={record['iwae_samples']})"
     if "train/neg_elbo" in record:

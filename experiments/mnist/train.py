@@ -356,6 +356,7 @@ def _train_epoch(
     global_step = int(state.step)
     started = time.perf_counter()
     losses, temperature, pending, examples = [np.zeros(0, np.float32)], None, None, 0
+    shows_temperature = config.spec().anneals_temperature  # the others ignore it
     while True:
         dispatched = None
         if position < steps and not (
@@ -379,11 +380,11 @@ def _train_epoch(
             losses.append(loss)
             examples += loss.size * config.batch_size
             bar.update(loss.size * config.batch_size)
-            bar.set_postfix(
-                loss=f"{float(np.mean(loss)):.2f}",
-                temperature=f"{float(temperature[-1]):.3f}",
-                ex_per_s=f"{examples / (time.perf_counter() - started):.0f}",
-            )
+            postfix = {"loss": f"{float(np.mean(loss)):.2f}"}
+            if shows_temperature:
+                postfix["temperature"] = f"{float(temperature[-1]):.3f}"
+            postfix["ex_per_s"] = f"{examples / (time.perf_counter() - started):.0f}"
+            bar.set_postfix(postfix)
         if dispatched is None:
             break
         pending = dispatched

@@ -64,8 +64,7 @@ class Variant:
     def uses_temperature(self) -> bool:
         """Whether the estimator has a temperature to tune (surrogates and sample estimators
         whose spec says ``uses_temperature=False`` do not)."""
-        spec = self.spec
-        return spec.kind == "sample" and spec.uses_temperature
+        return self.spec.anneals_temperature
 
     @property
     def min_temperature(self) -> float | None:

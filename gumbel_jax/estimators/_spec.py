@@ -179,6 +179,13 @@ class Spec:
     def __hash__(self) -> int:
         return hash((self.name, self.fn, self.kind))
 
+    @property
+    def anneals_temperature(self) -> bool:
+        """Whether a training loop's temperature reaches the estimator: a sample estimator that
+        uses one (a surrogate samples exactly, and REBAR's or RELAX's relaxation temperature is
+        an option of its own)."""
+        return self.kind == "sample" and self.uses_temperature
+
     def check_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Returns every option, the defaults overridden by ``options``, after checking them.
 

@@ -1,5 +1,6 @@
 """Tests of experiments.mnist.train on a tiny model and synthetic images (no MNIST needed)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -346,3 +347,23 @@ def test_many_samples_are_evaluated_in_chunks_of_bounded_size(images, monkeypatc
             num_samples=5,
             should_stop=lambda: polls.append(1) or len(polls) > 2,
         )
+
+
+@pytest.mark.parametrize(
+    ("estimator", "shown"), [("st", True), ("zgr", False), ("reinforce-loo", False)]
+)
+def test_the_epoch_line_shows_the_temperature_only_where_the_estimator_uses_it(estimator, shown):
+    from experiments.mnist import run  # The printed line after each epoch.
+
+    record = {
+        "epoch": 1,
+        "step": 5,
+        "temperature": 0.9,
+        "train/loss": 150.0,
+        "test/neg_elbo": 140.0,
+        "seconds": 1.0,
+        "examples_per_second": 40.0,
+    }
+    line = run.epoch_line(record, dataclasses.replace(TINY, estimator=estimator))
+    assert ("temperature 0.900" in line) == shown
+    assert "train/loss 150.00  test/neg_elbo 140.00" in line

@@ -72,6 +72,15 @@ class RegisteredSpecsTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "for 'categorical' latents use one of: .*st"):
             estimators.spec("disarm").check_distribution("categorical")
 
+    def test_only_sample_estimators_with_a_temperature_anneal_one(self):
+        names = estimators.names()
+        annealed = {name for name in names if estimators.spec(name).anneals_temperature}
+        self.assertIn("st", annealed)
+        self.assertIn("reinmax", annealed)
+        # ZGR takes no temperature; the surrogates sample exactly (REBAR's is an option).
+        self.assertNotIn("zgr", annealed)
+        self.assertTrue(annealed.isdisjoint(estimators.names(kind="surrogate")))
+
 
 def _toy_fn(key, logits, temperature=1.0, *, axis=-1, distribution="categorical", scale=1.0):
     del distribution
