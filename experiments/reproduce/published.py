@@ -41,5 +41,6 @@ PAPER_RESULTS: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
         "gapped-st": (("Wang 2026 runs GST-1.0", 100.77),),
         "gumbel-rao-10": (("Wang 2026 runs GR-MC100", 103.97),),
         "reinmax": (("Wang 2026 runs ReinMax", 100.80),),
+        "reinmax-rao-10": (("Wang 2026 runs ReinMax-Rao (k=100)", 101.79),),
     },
 }

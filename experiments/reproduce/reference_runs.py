@@ -30,6 +30,7 @@ RUNS = (
     ("GST-1.0", "gst-1.0", "lr0.0005_temp0.5", "lr 5e-4, τ 0.5"),
     ("Gumbel-Rao, k = 100", "rao_gumbel", "lr0.0005_temp1.0", "lr 5e-4, τ 1.0"),
     ("ReinMax", "reinmax", "lr0.0005_temp1.3", "lr 5e-4, τ 1.3"),
+    ("ReinMax-Rao, k = 100", "reinmax_v3", "lr0.0005_temp1.0", "lr 5e-4, τ 1.0"),
     ("ST without noise", "st", "lr0.007_temp1.4", "lr 0.007, τ 1.4"),
 )
 SEEDS = range(10)
