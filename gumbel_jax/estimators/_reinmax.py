@@ -366,10 +366,13 @@ def reinmax_cv(
     noise that sampled ``D``, ``R = 100`` (the default of ``num_samples``). One difference:
     their single draw is ``J(softmax(theta' + G)) / tau``, its softmax untempered, while their
     Gumbel-Rao term tempers it; here both are tempered, so the two terms are Jacobians of the
-    same Gumbel-Softmax (the same at ``tau = 1``, the temperature of their experiments). Their
-    code falls back to ``eta = 0.7`` and sweeps ``eta`` over 0.5 to 2.0 and the temperature
-    over 0.5 to 2.0; the reported choices are ``eta`` of 1.0 to 1.5, so the default here is
-    1.0. They state no temperature floor: any positive temperature is accepted.
+    same Gumbel-Softmax (the same at ``tau = 1``, the temperature of their experiments). A
+    second: their forward pass saves the soft sample ``softmax((logits + G) / tau)`` where their
+    backward pass reads ``G`` (``reinmax_jacobians.py`` at commits 62697d1 and 54b6cc7), so their
+    single draw is taken at ``theta'`` plus that soft sample; here it is ``theta' + G``, as their
+    formula writes it. Their code falls back to ``eta = 0.7`` and sweeps ``eta`` over 0.5 to
+    2.0 and the temperature over 0.5 to 2.0; the reported choices are ``eta`` of 1.0 to 1.5, so
+    the default here is 1.0. They state no temperature floor: any positive temperature is accepted.
 
     An invalid row of logits (a ``NaN`` or ``+inf``, or no finite logit) gives ``NaN`` in its
     values and gradients: see "Invalid inputs" in ``gumbel_jax``.
