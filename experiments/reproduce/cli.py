@@ -301,7 +301,7 @@ def _check_annealing(args: argparse.Namespace, *families) -> None:
     used = [
         s
         for variant in args.variants
-        if variant.uses_temperature
+        if variant.anneals_temperature
         for s in families[variant.min_temperature is not None]
     ]
     if given and not any(s.minimum < s.start for s in used):

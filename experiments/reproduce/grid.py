@@ -61,15 +61,15 @@ class Variant:
         return estimators.spec(self.estimator)
 
     @property
-    def uses_temperature(self) -> bool:
-        """Whether the estimator has a temperature to tune (surrogates and sample estimators
-        whose spec says ``uses_temperature=False`` do not)."""
+    def anneals_temperature(self) -> bool:
+        """Whether the estimator has a temperature to tune: its spec's ``anneals_temperature``
+        (surrogates and sample estimators whose spec says ``uses_temperature=False`` do not)."""
         return self.spec.anneals_temperature
 
     @property
     def min_temperature(self) -> float | None:
         """The temperature floor of its spec (``None`` without one)."""
-        return self.spec.min_temperature if self.uses_temperature else None
+        return self.spec.min_temperature if self.anneals_temperature else None
 
 
 VARIANTS: dict[str, Variant] = {
@@ -348,7 +348,7 @@ def candidates(
     ``min_temperature``, ``temperatures`` for the other sample estimators, none for a surrogate
     or an estimator without a temperature."""
     family = temperatures if variant.min_temperature is None else floored_temperatures
-    if not variant.uses_temperature:
+    if not variant.anneals_temperature:
         family = (None,)
     return tuple(
         Candidate(lr, s, lr_schedule)
