@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cycler import cycler
+from matplotlib import rcParams
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -190,11 +192,14 @@ def epoch_axes(
     """Axes for curves by epoch, saved to ``path`` as a PNG when the block ends.
 
     The one figure helper of the curve plots (this run's and ``experiments.reproduce``'s): an
-    integer epoch axis, a light grid and a legend.
+    integer epoch axis, a light grid and a legend. Past the colour cycle's colours (ten), curves
+    are told apart by their line style: solid, then dashed, then dotted.
     """
     figure = Figure(figsize=figsize)
     FigureCanvasAgg(figure)
     ax = figure.subplots()
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
+    ax.set_prop_cycle(cycler(linestyle=["-", "--", ":"]) * cycler(color=colours))
     yield ax
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -438,12 +438,10 @@ def save_curves(path: Path, summary: Summary) -> Path:
         legend_fontsize=8,
     ) as ax:
         tops = []
-        for index, (name, values) in enumerate(summary.curves.items()):
+        for name, values in summary.curves.items():
             epochs = np.arange(1, values.shape[1] + 1)
             mean = values.mean(axis=0)
-            # The colour cycle has ten colours: the eleventh curve on is dashed, then dotted.
-            style = ("-", "--", ":")[min(index // 10, 2)]
-            (line,) = ax.plot(epochs, mean, style, marker="." if len(epochs) < 30 else None)
+            (line,) = ax.plot(epochs, mean, marker="." if len(epochs) < 30 else None)
             line.set_label(summary.table.variant_title(name))
             if values.shape[0] > 1:
                 ax.fill_between(
